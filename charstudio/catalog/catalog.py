@@ -1,0 +1,167 @@
+"""The catalog of one project: a SQLite file reached through sqlite-utils."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from charstudio.catalog import decisions
+from charstudio.catalog.database import connect
+from charstudio.catalog.records import Decision, ImageRecord, utc_now
+
+
+class Catalog:
+    """Reads and writes one ``charstudio.sqlite``. Every write is its own committed
+    transaction, so a killed process never leaves half of one behind."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.db = connect(self.path)
+        self.conn: sqlite3.Connection = self.db.conn
+        # One connection may be shared by a worker thread and the GUI thread: serialize use.
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self.conn:
+            yield self.conn
+
+    # -- settings --------------------------------------------------------------------------
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            row = self.conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_setting(self, key: str, value: Any) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(value, ensure_ascii=False)),
+            )
+
+    # -- images ----------------------------------------------------------------------------
+
+    def add_image(self, record: ImageRecord) -> int:
+        """Insert the image and its (empty) decision in one transaction; returns its id."""
+        with self.transaction() as conn:
+            image_id = self.db["images"].insert(record.to_row()).last_pk
+            conn.execute(
+                "INSERT INTO decisions (image_id, updated_at) VALUES (?, ?)",
+                (image_id, record.added_at),
+            )
+        record.id = image_id
+        return image_id
+
+    def image(self, image_id: int) -> ImageRecord:
+        with self._lock:
+            rows = list(self.db.query("SELECT * FROM images WHERE id = ?", [image_id]))
+        if not rows:
+            raise KeyError(f"no image with id {image_id}")
+        return ImageRecord.from_row(rows[0])
+
+    def image_by_sha256(self, sha256: str) -> ImageRecord | None:
+        with self._lock:
+            rows = list(self.db.query("SELECT * FROM images WHERE sha256 = ?", [sha256]))
+        return ImageRecord.from_row(rows[0]) if rows else None
+
+    def image_by_path(self, path: str) -> ImageRecord | None:
+        with self._lock:
+            rows = list(self.db.query("SELECT * FROM images WHERE path = ?", [path]))
+        return ImageRecord.from_row(rows[0]) if rows else None
+
+    def images(self) -> list[ImageRecord]:
+        with self._lock:
+            rows = list(self.db.query("SELECT * FROM images ORDER BY id"))
+        return [ImageRecord.from_row(r) for r in rows]
+
+    def known_sha256(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self.conn.execute("SELECT sha256 FROM images")}
+
+    def relink_image(self, image_id: int, path: str, file_mtime: float) -> None:
+        """Point an image whose file went missing at the same file found elsewhere."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE images SET path = ?, file_mtime = ? WHERE id = ?",
+                (path, file_mtime, image_id),
+            )
+
+    def image_count(self) -> int:
+        with self._lock:
+            return int(self.conn.execute("SELECT count(*) FROM images").fetchone()[0])
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def decision(self, image_id: int) -> Decision:
+        with self._lock:
+            return decisions.read(self.conn, image_id)
+
+    def decide(self, image_ids: Iterable[int], label: str, **fields: Any) -> int | None:
+        """Apply flag/stars/color/reject_reason to images as one undoable action."""
+        with self._lock:
+            return decisions.apply(self.conn, image_ids, label, **fields)
+
+    def undo(self) -> list[int] | None:
+        with self._lock:
+            return decisions.undo(self.conn)
+
+    def redo(self) -> list[int] | None:
+        with self._lock:
+            return decisions.redo(self.conn)
+
+    def decision_history(self, image_id: int) -> list[dict[str, Any]]:
+        with self._lock:
+            return decisions.history(self.conn, image_id)
+
+    def decision_counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self.conn.execute("SELECT flag, count(*) FROM decisions GROUP BY flag")
+            counts = dict.fromkeys(("pick", "reject", "none"), 0) | dict(rows.fetchall())
+        return counts
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def create_job(self, kind: str, params: dict[str, Any], status: str = "queued") -> int:
+        with self.transaction():
+            return int(
+                self.db["jobs"]
+                .insert(
+                    {
+                        "kind": kind,
+                        "params": json.dumps(params, ensure_ascii=False),
+                        "status": status,
+                        "created_at": utc_now(),
+                        "started_at": utc_now() if status == "running" else None,
+                    }
+                )
+                .last_pk
+            )
+
+    def update_job(self, job_id: int, **fields: Any) -> None:
+        if "result" in fields and not isinstance(fields["result"], str | None):
+            fields["result"] = json.dumps(fields["result"], ensure_ascii=False)
+        if fields.get("status") in ("done", "failed", "canceled"):
+            fields.setdefault("finished_at", utc_now())
+        with self.transaction():
+            self.db["jobs"].update(job_id, fields)
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        with self._lock:
+            return dict(self.db["jobs"].get(job_id))

@@ -1,0 +1,11 @@
+"""Errors the catalog raises; every message names the file and the problem."""
+
+from __future__ import annotations
+
+
+class CatalogError(Exception):
+    """A project or catalog cannot be opened or used."""
+
+
+class CatalogTooNewError(CatalogError):
+    """The catalog was written by a newer charstudio; it is left untouched."""

@@ -1,0 +1,105 @@
+"""A character project: one folder with the catalog and the files it refers to."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from charstudio.catalog.catalog import Catalog
+from charstudio.catalog.errors import CatalogError
+from charstudio.catalog.records import utc_now
+
+CATALOG_NAME = "charstudio.sqlite"
+SUBFOLDERS = ("images", "embeddings", "loras", "runs")
+
+
+def default_token(name: str) -> str:
+    """A trigger token from the character's name: lower-case letters and digits only."""
+    token = re.sub(r"[^a-z0-9]", "", name.lower())
+    return token or "character"
+
+
+def is_project(folder: Path) -> bool:
+    return (Path(folder) / CATALOG_NAME).is_file()
+
+
+@dataclass
+class Project:
+    root: Path
+    catalog: Catalog
+
+    @classmethod
+    def create(cls, folder: Path, name: str, token: str | None = None) -> Project:
+        folder = Path(folder).expanduser().resolve()
+        if is_project(folder):
+            raise CatalogError(f"{folder}: already a charstudio project")
+        if folder.exists() and not folder.is_dir():
+            raise CatalogError(f"{folder}: exists and is not a folder")
+        if not name.strip():
+            raise CatalogError("the character needs a name")
+        token = token if token is not None else default_token(name)
+        if not re.fullmatch(r"[A-Za-z0-9_\-]+", token):
+            raise CatalogError(
+                f"token {token!r}: use letters, digits, '_' or '-' only (it is typed in prompts)"
+            )
+        for sub in ("", *SUBFOLDERS):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        catalog = Catalog(folder / CATALOG_NAME)
+        catalog.set_setting("name", name.strip())
+        catalog.set_setting("token", token)
+        catalog.set_setting("created_at", utc_now())
+        return cls(folder, catalog)
+
+    @classmethod
+    def open(cls, folder: Path) -> Project:
+        folder = Path(folder).expanduser().resolve()
+        if folder.is_file() and folder.name == CATALOG_NAME:
+            folder = folder.parent
+        if not is_project(folder):
+            raise CatalogError(
+                f"{folder}: not a charstudio project (no {CATALOG_NAME}); "
+                "create one with 'charstudio new'"
+            )
+        catalog = Catalog(folder / CATALOG_NAME)
+        for sub in SUBFOLDERS:  # recreate folders an artist may have deleted
+            (folder / sub).mkdir(exist_ok=True)
+        return cls(folder, catalog)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def name(self) -> str:
+        return str(self.catalog.get_setting("name", self.root.name))
+
+    @property
+    def token(self) -> str:
+        return str(self.catalog.get_setting("token", default_token(self.name)))
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    def catalog_path_for(self, file: Path) -> str:
+        """How the catalog names a file: POSIX relative inside the project, else absolute."""
+        file = Path(file).resolve()
+        try:
+            return PurePosixPath(file.relative_to(self.root).as_posix()).as_posix()
+        except ValueError:
+            return file.as_posix()
+
+    def file_path(self, catalog_path: str) -> Path:
+        """The file a catalog path refers to."""
+        path = Path(catalog_path)
+        return path if path.is_absolute() else self.root / path
+
+    def missing_image_ids(self) -> list[int]:
+        """Images whose file no longer exists (e.g. added in place, then moved)."""
+        return [r.id for r in self.catalog.images() if not self.file_path(r.path).is_file()]

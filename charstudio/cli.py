@@ -1,0 +1,235 @@
+"""The ``charstudio`` command: one verb per job over the Qt-free core, ``--json`` everywhere.
+
+With no verb (or a project folder as the only argument) it opens the GUI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from charstudio import __version__
+from charstudio.catalog import CatalogError, Project
+from charstudio.jobs import Progress, format_eta, run_job
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+def _stderr_progress(event: Progress) -> None:
+    if event.total and sys.stderr.isatty():
+        rate = f"{event.rate:.0f}/s" if event.rate else ""
+        sys.stderr.write(f"\r{event.done}/{event.total} {rate} ETA {format_eta(event.eta_s)}   ")
+        if event.done == event.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    with Project.create(Path(args.project), args.name, args.token) as project:
+        result = {"project": str(project.root), "name": project.name, "token": project.token}
+    if args.json:
+        _print_json(result)
+    else:
+        print(
+            f"Created project {result['name']!r} (token {result['token']}) in {result['project']}"
+        )
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from charstudio.catalog.importer import import_images
+
+    with Project.open(Path(args.project)) as project:
+        params = {"paths": [str(p) for p in args.paths], "copy": args.copy}
+        job_id = project.catalog.create_job("import", params, status="running")
+        report = run_job(
+            import_images(project, args.paths, copy=args.copy, job_id=job_id),
+            None if args.json else _stderr_progress,
+        )
+        project.catalog.update_job(job_id, status="done", progress=1.0, result=report.to_json())
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(
+            f"added {report.added}, duplicates {report.duplicates}, "
+            f"relinked {report.relinked}, failed {len(report.failed)}"
+        )
+        for failure in report.failed:
+            print(f"  {failure['path']}: {failure['error']}")
+    return 1 if report.failed and not (report.added or report.duplicates) else 0
+
+
+def _info_for(path: Path) -> dict[str, Any]:
+    from charstudio.metadata.imagefile import ImageFileError, probe_image
+    from charstudio.metadata.infotext import parse_infotext
+
+    try:
+        probe = probe_image(path)
+    except (ImageFileError, OSError) as exc:
+        return {"file": str(path), "error": str(exc)}
+    info: dict[str, Any] = {
+        "file": str(path),
+        "format": probe.format,
+        "image_width": probe.width,
+        "image_height": probe.height,
+        "has_parameters": probe.infotext is not None,
+    }
+    info.update(parse_infotext(probe.infotext or "").to_dict())
+    return info
+
+
+def _print_info(info: dict[str, Any]) -> None:
+    print(info["file"])
+    if "error" in info:
+        print(f"  error: {info['error']}")
+        return
+    print(f"  {info['format']} {info['image_width']}×{info['image_height']}")
+    if not info["has_parameters"]:
+        print("  no generation parameters")
+        return
+    labels = {
+        "prompt": "Prompt",
+        "negative_prompt": "Negative prompt",
+        "steps": "Steps",
+        "sampler": "Sampler",
+        "schedule_type": "Schedule type",
+        "cfg_scale": "CFG scale",
+        "seed": "Seed",
+        "model": "Model",
+        "model_hash": "Model hash",
+        "clip_skip": "Clip skip",
+    }
+    for key, label in labels.items():
+        if info.get(key) not in (None, ""):
+            print(f"  {label}: {info[key]}")
+    if info.get("width"):
+        print(f"  Size: {info['width']}x{info['height']}")
+    for key, value in info.get("extras", {}).items():
+        print(f"  {key}: {value}")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    infos = [_info_for(Path(p)) for p in args.files]
+    if args.json:
+        _print_json(infos)
+    else:
+        for info in infos:
+            _print_info(info)
+    return 1 if any("error" in info for info in infos) else 0
+
+
+def cmd_prompt(args: argparse.Namespace) -> int:
+    from charstudio.prompts import format_prompt_report, prompt_report
+
+    report = prompt_report(args.text)
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_prompt_report(report))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with Project.open(Path(args.project)) as project:
+        missing = set(project.missing_image_ids())
+        rows = []
+        for record in project.catalog.images():
+            decision = project.catalog.decision(record.id or 0)
+            rows.append(
+                {
+                    "id": record.id,
+                    "path": record.path,
+                    "missing": record.id in missing,
+                    "width": record.width,
+                    "height": record.height,
+                    "seed": record.seed,
+                    "prompt": record.prompt,
+                    **decision.as_dict(),
+                }
+            )
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            state = "MISSING " if row["missing"] else ""
+            print(f"{row['id']:>6}  {row['flag']:<6} {'*' * row['stars']:<5} {state}{row['path']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="charstudio",
+        description="Build a consistent Stable Diffusion 1.5 character: generate, cull, train, "
+        "compare, export. Without a command, opens the app.",
+    )
+    parser.add_argument("--version", action="version", version=f"charstudio {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
+
+    def verb(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = verb("new", cmd_new, "create a character project folder")
+    sub.add_argument("project", help="folder to create")
+    sub.add_argument("--name", required=True, help="the character's name")
+    sub.add_argument("--token", help="trigger token used in prompts (default: from the name)")
+
+    sub = verb("import", cmd_import, "add PNG/JPEG/WebP files and folders to a project")
+    sub.add_argument("project")
+    sub.add_argument("paths", nargs="+", type=Path, help="files or folders (searched recursively)")
+    sub.add_argument(
+        "--copy", action="store_true", help="copy files into the project instead of in place"
+    )
+
+    sub = verb("info", cmd_info, "print the generation parameters stored in image files")
+    sub.add_argument("files", nargs="+")
+
+    sub = verb("prompt", cmd_prompt, "show A1111's attention parse and token count of a prompt")
+    sub.add_argument("text")
+
+    sub = verb("list", cmd_list, "list a project's images with their decisions")
+    sub.add_argument("project")
+
+    sub = verbs.add_parser("gui", help="open the app (the default)")
+    sub.add_argument("project", nargs="?")
+    sub.set_defaults(handler=None)
+    return parser
+
+
+def launch_gui(project: str | None) -> int:
+    from charstudio.ui.app import run_app
+
+    return run_app(Path(project) if project else None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    verbs = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    if not argv or (argv[0] not in verbs and not argv[0].startswith("-")):
+        if len(argv) > 1:
+            parser.error(f"unknown command {argv[0]!r}")
+        return launch_gui(argv[0] if argv else None)
+    args = parser.parse_args(argv)
+    if args.handler is None:
+        return launch_gui(args.project)
+    try:
+        return int(args.handler(args))
+    except CatalogError as exc:
+        print(f"charstudio: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

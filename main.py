@@ -1,0 +1,18 @@
+"""Launch charstudio: ``python main.py [PROJECT]`` opens the app (any ``charstudio`` command
+line works too, e.g. ``python main.py info image.png``).
+
+The first run on a fresh machine creates the environment with uv; see bootstrap.py.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from bootstrap import in_project_env, uv_run
+
+if __name__ == "__main__":
+    if in_project_env():
+        from charstudio.cli import main
+
+        sys.exit(main(sys.argv[1:]))
+    sys.exit(uv_run(["python", __file__, *sys.argv[1:]]))

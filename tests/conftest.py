@@ -1,0 +1,46 @@
+"""Shared fixtures. Tests run offline and offscreen; nothing is downloaded."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+A1111_INFOTEXT = (
+    "an extreme closeup front shot photo of a 25yo French woman, chin length straight black "
+    "hair in a bob cut with bangs, (neutral gray background:1.3), neutral face expression\n"
+    "Negative prompt: jewellery, clothes, (blurry:1.2)\n"
+    "Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: {seed}, "
+    "Size: 512x512, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, "
+    'Lora hashes: "fr3nch: 1a2b3c4d5e6f", Version: v1.10.1'
+)
+
+
+def a1111_infotext(seed: int) -> str:
+    return A1111_INFOTEXT.format(seed=seed)
+
+
+@pytest.fixture
+def make_png() -> Callable[..., Path]:
+    """Write a small PNG like A1111 does (noise pixels, ``parameters`` text chunk)."""
+
+    def make(path: Path, *, seed: int = 1, infotext: str | None = "", size: int = 64) -> Path:
+        rng = random.Random(seed)
+        image = Image.frombytes("RGB", (size, size), rng.randbytes(size * size * 3))
+        info = PngImagePlugin.PngInfo()
+        text = a1111_infotext(seed) if infotext == "" else infotext
+        if text is not None:
+            info.add_text("parameters", text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, pnginfo=info)
+        return path
+
+    return make

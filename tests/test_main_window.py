@@ -1,0 +1,79 @@
+"""The main window: opening projects, importing in the background, the grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QSettings, Qt
+
+from charstudio.catalog import Project
+from charstudio.ui.main_window import MainWindow
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    yield window
+    window.close()
+
+
+def test_without_a_project_import_is_disabled(window: MainWindow) -> None:
+    assert not window.import_action.isEnabled()
+    assert "No project open" in window.summary.text()
+
+
+def test_import_runs_in_the_background_and_fills_the_grid(
+    window: MainWindow, qtbot, make_png, tmp_path: Path
+) -> None:
+    Project.create(tmp_path / "proj", "Anna").close()
+    for n in range(12):
+        make_png(tmp_path / "out" / f"{n:02}.png", seed=n)
+    (tmp_path / "out" / "zero.png").write_bytes(b"")
+    assert window.open_project(tmp_path / "proj")
+    assert window.windowTitle().startswith("Anna")
+
+    handle = window.start_import([tmp_path / "out"])
+    assert handle is not None
+    assert not window.import_action.isEnabled()  # one import at a time
+    with qtbot.waitSignal(handle.finished, timeout=20000):
+        pass
+    qtbot.waitUntil(lambda: window.model.rowCount() == 12)
+    assert window.import_action.isEnabled()
+    assert window.summary.text() == "picked 0 · rejected 0 · unreviewed 12 · of 12"
+    assert "failed 1" in window.statusBar().currentMessage()
+
+    # Thumbnails arrive from the worker threads and replace the placeholder.
+    index = window.model.index(0)
+    placeholder = window.model.data(index, Qt.DecorationRole)
+    qtbot.waitUntil(lambda: window.model.data(index, Qt.DecorationRole) is not placeholder)
+    assert window.model.data(index, Qt.DecorationRole).width() == 64
+    assert "Seed: 0" in window.model.data(index, Qt.ToolTipRole)
+
+
+def test_recent_projects_are_remembered(window: MainWindow, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        Project.create(tmp_path / name, name).close()
+        window.open_project(tmp_path / name)
+    assert window.recent_projects()[:2] == [str(tmp_path / "b"), str(tmp_path / "a")]
+    assert window.settings.value("last_project") == str(tmp_path / "b")
+    assert len(window.recent_menu.actions()) == 2
+
+
+def test_opening_a_non_project_warns_and_keeps_the_current_one(
+    window: MainWindow, tmp_path: Path, monkeypatch
+) -> None:
+    warnings: list[str] = []
+    monkeypatch.setattr(
+        "charstudio.ui.main_window.QMessageBox.warning",
+        lambda parent, title, text: warnings.append(text),
+    )
+    Project.create(tmp_path / "proj", "Anna").close()
+    window.open_project(tmp_path / "proj")
+    assert not window.open_project(tmp_path / "empty")
+    assert "not a charstudio project" in warnings[0]
+    assert window.project is not None and window.project.name == "Anna"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from charstudio import __version__
-from charstudio.catalog import CatalogError, Project
+from charstudio.catalog import COLORS, FLAGS, REJECT_REASONS, CatalogError, Project
 from charstudio.jobs import Progress, format_eta, run_job
 
 Handler = Callable[[argparse.Namespace], int]
@@ -165,6 +165,65 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    with Project.open(Path(args.project)) as project:
+        stats = project.catalog.stats()
+    if args.json:
+        _print_json(stats)
+    else:
+        print(
+            f"picked {stats['picked']} · rejected {stats['rejected']} · "
+            f"unreviewed {stats['unreviewed']} · of {stats['total']}"
+        )
+        for reason, count in stats["rejected_by_reason"].items():
+            if count:
+                print(f"  rejected as {reason}: {count}")
+    return 0
+
+
+def _resolve_image(project: Project, ref: str) -> int:
+    """An image by id, or by path (as stored, relative to the project, or on disk)."""
+    if ref.isdigit():
+        image_id = int(ref)
+        project.catalog.image(image_id)  # KeyError when unknown
+        return image_id
+    candidates = [ref, project.catalog_path_for(Path(ref))]
+    if not Path(ref).is_absolute():
+        candidates.append(project.catalog_path_for(project.root / ref))
+    for candidate in candidates:
+        record = project.catalog.image_by_path(candidate)
+        if record is not None and record.id is not None:
+            return record.id
+    raise KeyError(f"no image {ref!r} in {project.root}")
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    fields: dict[str, Any] = {}
+    if args.flag is not None:
+        fields["flag"] = args.flag
+    if args.stars is not None:
+        fields["stars"] = args.stars
+    if args.color is not None:
+        fields["color"] = None if args.color == "none" else args.color
+    if args.reason is not None:
+        fields["reject_reason"] = args.reason
+    if not fields:
+        raise CatalogError("nothing to decide: give --flag, --stars, --color or --reason")
+    with Project.open(Path(args.project)) as project:
+        try:
+            ids = [_resolve_image(project, ref) for ref in args.images]
+            project.catalog.decide(ids, "decide (command line)", **fields)
+        except (KeyError, ValueError) as exc:
+            raise CatalogError(str(exc).strip("'\"")) from exc
+        result = [{"id": i, **project.catalog.decision(i).as_dict()} for i in ids]
+    if args.json:
+        _print_json(result)
+    else:
+        for row in result:
+            print(f"{row['id']}: {row['flag']} {row['stars']}★ {row['reject_reason'] or ''}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="charstudio",
@@ -200,6 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = verb("list", cmd_list, "list a project's images with their decisions")
     sub.add_argument("project")
+
+    sub = verb("stats", cmd_stats, "count picked, rejected and unreviewed images")
+    sub.add_argument("project")
+
+    sub = verb("decide", cmd_decide, "flag, rate or label images (undoable in the app)")
+    sub.add_argument("project")
+    sub.add_argument("images", nargs="+", metavar="IMAGE_ID_OR_PATH")
+    sub.add_argument("--flag", choices=FLAGS)
+    sub.add_argument("--stars", type=int, choices=range(6))
+    sub.add_argument("--color", choices=(*COLORS, "none"))
+    sub.add_argument("--reason", choices=REJECT_REASONS, help="reject reason (implies reject)")
 
     sub = verbs.add_parser("gui", help="open the app (the default)")
     sub.add_argument("project", nargs="?")

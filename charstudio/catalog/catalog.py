@@ -10,8 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from charstudio.catalog import decisions
+from charstudio.catalog import decisions, queries
 from charstudio.catalog.database import connect
+from charstudio.catalog.queries import ImageFilter
 from charstudio.catalog.records import Decision, ImageRecord, utc_now
 
 
@@ -135,6 +136,53 @@ class Catalog:
             rows = self.conn.execute("SELECT flag, count(*) FROM decisions GROUP BY flag")
             counts = dict.fromkeys(("pick", "reject", "none"), 0) | dict(rows.fetchall())
         return counts
+
+    def filtered_ids(self, image_filter: ImageFilter) -> list[int]:
+        with self._lock:
+            return queries.image_ids(self.conn, image_filter)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return queries.stats(self.conn)
+
+    def sweep_axes(self) -> dict[str, list[str]]:
+        with self._lock:
+            return queries.sweep_axes(self.conn)
+
+    # -- training sets ---------------------------------------------------------------------
+
+    def create_training_set(self, name: str, image_ids: Iterable[int]) -> int:
+        ids = list(dict.fromkeys(image_ids))
+        if not ids:
+            raise ValueError("a training set needs at least one image")
+        with self.transaction() as conn:
+            set_id = conn.execute(
+                "INSERT INTO training_sets (name, created_at) VALUES (?, ?)", (name, utc_now())
+            ).lastrowid
+            conn.executemany(
+                "INSERT INTO training_set_images (set_id, image_id) VALUES (?, ?)",
+                [(set_id, i) for i in ids],
+            )
+        return int(set_id or 0)
+
+    def training_set(self, set_id: int | None = None) -> tuple[int, list[int]] | None:
+        """(id, image ids) of a training set; the newest when ``set_id`` is None."""
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT id FROM training_sets WHERE id = coalesce(?, "
+                "(SELECT max(id) FROM training_sets))",
+                (set_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            ids = [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT image_id FROM training_set_images WHERE set_id = ? ORDER BY image_id",
+                    (row[0],),
+                )
+            ]
+        return row[0], ids
 
     # -- jobs ------------------------------------------------------------------------------
 

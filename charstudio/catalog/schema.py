@@ -140,6 +140,19 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (grid_id, x, y, z)
     );
     """,
+    # 3: training sets: the images chosen to train on ("Use picks as training set").
+    """
+    CREATE TABLE training_sets (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE training_set_images (
+        set_id INTEGER NOT NULL REFERENCES training_sets (id) ON DELETE CASCADE,
+        image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+        PRIMARY KEY (set_id, image_id)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -51,7 +51,7 @@ def test_import_runs_in_the_background_and_fills_the_grid(
     index = window.model.index(0)
     placeholder = window.model.data(index, Qt.DecorationRole)
     qtbot.waitUntil(lambda: window.model.data(index, Qt.DecorationRole) is not placeholder)
-    assert window.model.data(index, Qt.DecorationRole).width() == 64
+    assert window.model.data(index, Qt.DecorationRole).width() == 64  # never enlarged
     assert "Seed: 0" in window.model.data(index, Qt.ToolTipRole)
 
 

@@ -63,7 +63,7 @@ class ImageGridModel(QAbstractListModel):
             pixmap = self._pixmaps.get(key)
             if pixmap is None:
                 path = self._project.file_path(record.path)
-                self._loader.request(key, str(path), THUMB_SIZE)
+                self._loader.request(key, self._project.root, path, record.sha256)
                 return self._placeholder
             return pixmap
         if role == Qt.ToolTipRole:

@@ -1,4 +1,4 @@
-"""Decodes thumbnails off the GUI thread.
+"""Loads thumbnails off the GUI thread, through the project's on-disk thumbnail cache.
 
 Workers produce QImage (safe outside the GUI thread); the model turns them into QPixmap on
 the GUI thread when the ``loaded`` signal arrives.
@@ -6,8 +6,12 @@ the GUI thread when the ``loaded`` signal arrives.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, QRunnable, QSize, Qt, QThreadPool, Signal
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage, QImageReader
+
+from charstudio.metadata.thumbcache import ensure_thumbnail
 
 
 class _Signals(QObject):
@@ -15,17 +19,17 @@ class _Signals(QObject):
 
 
 class _LoadTask(QRunnable):
-    def __init__(self, key: int, path: str, size: int, signals: _Signals) -> None:
+    def __init__(self, key: int, root: Path, source: Path, sha256: str, signals: _Signals) -> None:
         super().__init__()
-        self.key, self.path, self.size, self.signals = key, path, size, signals
+        self.key, self.root, self.source, self.sha256 = key, root, source, sha256
+        self.signals = signals
 
     def run(self) -> None:
-        reader = QImageReader(self.path)
-        reader.setAutoTransform(True)
-        full = reader.size()
-        if full.isValid() and max(full.width(), full.height()) > self.size:
-            reader.setScaledSize(full.scaled(QSize(self.size, self.size), Qt.KeepAspectRatio))
-        image = reader.read()  # a null image when the file is missing or unreadable
+        try:
+            path = ensure_thumbnail(self.root, self.source, self.sha256)
+            image = QImageReader(str(path)).read()
+        except Exception:  # missing or unreadable source: the grid shows "missing file"
+            image = QImage()
         self.signals.loaded.emit(self.key, image)
 
 
@@ -42,11 +46,11 @@ class ThumbnailLoader(QObject):
         self._signals.loaded.connect(self._on_loaded)
         self._pending: set[int] = set()
 
-    def request(self, key: int, path: str, size: int) -> None:
+    def request(self, key: int, root: Path, source: Path, sha256: str) -> None:
         if key in self._pending:
             return
         self._pending.add(key)
-        self._pool.start(_LoadTask(key, path, size, self._signals))
+        self._pool.start(_LoadTask(key, root, source, sha256, self._signals))
 
     def _on_loaded(self, key: int, image: QImage) -> None:
         self._pending.discard(key)

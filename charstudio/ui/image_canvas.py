@@ -1,0 +1,756 @@
+"""One zoomable, pannable image with its decision badges and info overlay, and the
+off-thread decoder the loupe and the survey share.
+
+The canvas knows nothing about the catalog: it shows an image identified by an integer key,
+with an info dict of display strings. Its zoom model is either ``fit`` (the whole image in
+view) or an explicit scale (1.0 = one image pixel per screen pixel) around a view centre
+given in normalised image coordinates, so several panes can show the same region of
+different images (the Lightroom habit of comparing the same eye at 1:1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from PySide6.QtCore import (
+    QEvent,
+    QObject,
+    QPointF,
+    QRect,
+    QRectF,
+    QRunnable,
+    QSize,
+    Qt,
+    QThreadPool,
+    Signal,
+)
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontMetrics,
+    QImage,
+    QImageReader,
+    QKeyEvent,
+    QMouseEvent,
+    QPainter,
+    QPainterPath,
+    QPaintEvent,
+    QPen,
+    QPixmap,
+    QPolygonF,
+    QResizeEvent,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+WHEEL_FACTOR = 1.25  # zoom per wheel notch (120 units of angle delta)
+MAX_SCALE = 16.0
+BACKGROUND = QColor(38, 38, 38)  # neutral dark grey, so it does not tint judgement of colour
+FOCUS_COLOR = QColor(235, 235, 235)
+LABEL_COLORS = {
+    "red": QColor(214, 64, 64),
+    "yellow": QColor(226, 196, 60),
+    "green": QColor(84, 178, 92),
+    "blue": QColor(70, 130, 222),
+    "purple": QColor(160, 92, 204),
+}
+# Info keys the parameters overlay shows first, in this order, with their A1111 labels.
+PARAMETER_LABELS = (
+    ("seed", "Seed"),
+    ("sampler", "Sampler"),
+    ("steps", "Steps"),
+    ("cfg", "CFG scale"),
+    ("size", "Size"),
+    ("model", "Model"),
+    ("sweep", "Sweep"),
+)
+# Keys that are shown elsewhere (title, badges, prompt overlay) or folded into another line.
+_NOT_PARAMETERS = {
+    "name",
+    "summary",
+    "prompt",
+    "negative_prompt",
+    "flag",
+    "stars",
+    "color",
+    "reject_reason",
+    "schedule",
+}
+
+
+class Overlay(IntEnum):
+    NONE = 0
+    PARAMETERS = 1
+    PROMPT = 2
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """How an image sits in its pane: ``fit`` or ``scale`` around the centre ``cx, cy``
+    (normalised image coordinates, 0..1). In fit mode ``scale`` reports the fit scale."""
+
+    fit: bool = True
+    scale: float = 1.0
+    cx: float = 0.5
+    cy: float = 0.5
+
+
+# -- decoding ------------------------------------------------------------------------------
+
+
+class _Wanted:
+    """Keys whose queued decodes are still worth doing; read from worker threads."""
+
+    def __init__(self) -> None:
+        self.keys: frozenset[int] | None = None  # None: everything requested is wanted
+
+    def __contains__(self, key: int) -> bool:
+        keys = self.keys  # one read: the GUI thread replaces the set, never mutates it
+        return keys is None or key in keys
+
+
+class _LoaderSignals(QObject):
+    finished = Signal(int, str, QImage, bool)  # key, path, image, decoded (False: skipped)
+
+
+class _DecodeTask(QRunnable):
+    def __init__(self, key: int, path: str, signals: _LoaderSignals, wanted: _Wanted) -> None:
+        super().__init__()
+        self.key, self.path, self.signals, self.wanted = key, path, signals, wanted
+
+    def run(self) -> None:
+        if self.key not in self.wanted:  # the user stepped past it while it was queued
+            self.signals.finished.emit(self.key, self.path, QImage(), False)
+            return
+        reader = QImageReader(self.path)
+        reader.setAutoTransform(True)
+        image = reader.read()  # a null image when the file is missing or unreadable
+        if not image.isNull():
+            # Converting here keeps QPixmap.fromImage on the GUI thread a cheap copy.
+            fmt = (
+                QImage.Format_ARGB32_Premultiplied
+                if image.hasAlphaChannel()
+                else QImage.Format_RGB32
+            )
+            image = image.convertToFormat(fmt)
+        self.signals.finished.emit(self.key, self.path, image, True)
+
+
+class ImageLoader(QObject):
+    """Decodes full-size images on a thread pool into a small LRU of QImages.
+
+    Workers only build QImages; views turn them into pixmaps on the GUI thread. A missing
+    or unreadable file is delivered (and cached) as a null QImage.
+    """
+
+    loaded = Signal(int, QImage)
+
+    def __init__(self, capacity: int = 5, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.capacity = max(1, capacity)
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(max(1, min(3, QThreadPool.globalInstance().maxThreadCount())))
+        self._signals = _LoaderSignals()
+        self._signals.finished.connect(self._on_finished)
+        self._wanted = _Wanted()
+        self._cache: OrderedDict[int, tuple[str, QImage]] = OrderedDict()
+        self._pending: dict[int, str] = {}
+
+    def cached(self, key: int) -> QImage | None:
+        entry = self._cache.get(key)
+        return None if entry is None else entry[1]
+
+    def is_cached(self, key: int) -> bool:
+        return key in self._cache
+
+    def cached_keys(self) -> list[int]:
+        """Least recently used first."""
+        return list(self._cache)
+
+    def is_pending(self, key: int) -> bool:
+        return key in self._pending
+
+    def request(self, key: int, path: str, priority: int = 0) -> QImage | None:
+        """The cached image for ``key``, or None after queueing its decode (``loaded``
+        follows). Higher ``priority`` decodes first: the image on screen before preloads."""
+        entry = self._cache.get(key)
+        if entry is not None and entry[0] == path:
+            self._cache.move_to_end(key)
+            return entry[1]
+        if self._pending.get(key) != path:
+            self._pending[key] = path
+            self._pool.start(_DecodeTask(key, path, self._signals, self._wanted), priority)
+        return None
+
+    def retain(self, keys: Iterable[int] | None) -> None:
+        """Queued decodes of keys outside ``keys`` are skipped (None: keep all). Holding an
+        arrow key down would otherwise queue hundreds of decodes ahead of the current one."""
+        self._wanted.keys = None if keys is None else frozenset(keys)
+
+    def clear(self) -> None:
+        self._pool.clear()
+        self._pending.clear()
+        self._cache.clear()
+
+    def wait(self, msecs: int = -1) -> bool:
+        return self._pool.waitForDone(msecs)
+
+    def _on_finished(self, key: int, path: str, image: QImage, decoded: bool) -> None:
+        if self._pending.get(key) == path:
+            del self._pending[key]
+        if not decoded:
+            if key in self._wanted:  # wanted again since it was skipped
+                self.request(key, path)
+            return
+        self._cache[key] = (path, image)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        self.loaded.emit(key, image)
+
+
+# -- painting helpers ----------------------------------------------------------------------
+
+
+def _clamp_centre(c: float, extent: float, view: float) -> float:
+    """Keep the image covering the view on an axis where it is larger than the view, and
+    centred where it is smaller (no panning into empty space)."""
+    if extent <= view:
+        return 0.5
+    half = view / (2 * extent)
+    return min(max(c, half), 1 - half)
+
+
+def _star(centre: QPointF, radius: float) -> QPolygonF:
+    points = []
+    for i in range(10):
+        r = radius if i % 2 == 0 else radius * 0.45
+        a = -math.pi / 2 + i * math.pi / 5
+        points.append(QPointF(centre.x() + r * math.cos(a), centre.y() + r * math.sin(a)))
+    return QPolygonF(points)
+
+
+def _pick_flag(rect: QRectF) -> QPainterPath:
+    """A white flag on a pole, like Lightroom's pick flag."""
+    x, y, w, h = rect.x(), rect.y(), rect.width(), rect.height()
+    path = QPainterPath()
+    path.addRect(QRectF(x + w * 0.18, y + h * 0.08, w * 0.1, h * 0.86))
+    cloth = QPainterPath(QPointF(x + w * 0.28, y + h * 0.1))
+    cloth.cubicTo(
+        QPointF(x + w * 0.5, y),
+        QPointF(x + w * 0.65, y + h * 0.22),
+        QPointF(x + w * 0.9, y + h * 0.1),
+    )
+    cloth.lineTo(QPointF(x + w * 0.9, y + h * 0.55))
+    cloth.cubicTo(
+        QPointF(x + w * 0.65, y + h * 0.67),
+        QPointF(x + w * 0.5, y + h * 0.45),
+        QPointF(x + w * 0.28, y + h * 0.55),
+    )
+    cloth.closeSubpath()
+    return path.united(cloth)
+
+
+def parameter_lines(info: dict[str, str]) -> list[str]:
+    """The compact parameters block: the title, then ``summary`` if the caller made one, else
+    the known A1111 settings in their usual order and any other keys after them."""
+    lines = [info["name"]] if info.get("name") else []
+    if info.get("summary"):
+        return lines + info["summary"].splitlines()
+    for key, label in PARAMETER_LABELS:
+        value = info.get(key)
+        if not value:
+            continue
+        schedule = info.get("schedule", "")
+        if key == "sampler" and schedule and schedule.lower() not in value.lower():
+            value = f"{value} {schedule}"
+        lines.append(f"{label}: {value}")
+    known = {key for key, _ in PARAMETER_LABELS} | _NOT_PARAMETERS
+    for key in sorted(set(info) - known):
+        if info[key]:
+            lines.append(f"{key.replace('_', ' ').capitalize()}: {info[key]}")
+    return lines
+
+
+# -- the canvas ----------------------------------------------------------------------------
+
+
+class ImageCanvas(QWidget):
+    """One image, fit or zoomed, with badges, an optional info overlay and a focus frame.
+
+    Emits ``viewChanged(ViewState)`` when the user zooms or pans (and from
+    ``set_view_state(..., emit=True)``); ``last_change_unlinked()`` tells whether that change
+    was made with Shift held, which the survey uses to move one pane alone.
+    """
+
+    viewChanged = Signal(object)
+    pressed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setMinimumSize(64, 64)
+        self.setMouseTracking(True)  # the hover position anchors the Z key
+        self.setAttribute(Qt.WA_OpaquePaintEvent)
+        self._key: int | None = None
+        self._image: QImage | None = None
+        self._info: dict[str, str] = {}
+        self._pixmap: QPixmap | None = None
+        self._scaled: tuple[QSize, QPixmap] | None = None  # area-averaged copy for scale < 1
+        self._state = ViewState()
+        self._overlay = Overlay.NONE
+        self._focused = False
+        self._hover: QPointF | None = None
+        self._drag_from: QPointF | None = None
+        self._unlinked = False
+
+    # -- content ---------------------------------------------------------------------------
+
+    def set_image(self, key: int | None, image: QImage | None, info: dict[str, str] | None) -> None:
+        """Show ``image`` for ``key``: None while it loads, a null QImage for a missing file.
+        The view state is kept, so stepping through images stays at the same zoom."""
+        same = (
+            key == self._key
+            and image is not None
+            and self._image is not None
+            and image.cacheKey() == self._image.cacheKey()
+        )
+        if not same:
+            self._pixmap = None
+            self._scaled = None
+        self._key, self._image = key, image
+        self._info = dict(info or {})
+        self._update_cursor()
+        self.update()
+
+    def set_info(self, info: dict[str, str] | None) -> None:
+        self._info = dict(info or {})
+        self.update()
+
+    def key(self) -> int | None:
+        return self._key
+
+    def image(self) -> QImage | None:
+        return self._image
+
+    def info(self) -> dict[str, str]:
+        return dict(self._info)
+
+    def has_image(self) -> bool:
+        return self._image is not None and not self._image.isNull()
+
+    def is_loading(self) -> bool:
+        return self._key is not None and self._image is None
+
+    def is_missing(self) -> bool:
+        return self._image is not None and self._image.isNull()
+
+    # -- geometry --------------------------------------------------------------------------
+
+    def _image_size(self) -> tuple[int, int]:
+        if not self.has_image():
+            return 0, 0
+        assert self._image is not None
+        return self._image.width(), self._image.height()
+
+    def fit_scale(self) -> float:
+        w, h = self._image_size()
+        if w <= 0 or h <= 0 or self.width() <= 0 or self.height() <= 0:
+            return 1.0
+        return min(self.width() / w, self.height() / h)
+
+    def scale(self) -> float:
+        """The scale on screen, whether fit or explicit."""
+        return self.fit_scale() if self._state.fit else self._state.scale
+
+    def _centre(self) -> tuple[float, float]:
+        w, h = self._image_size()
+        s = self.scale()
+        return (
+            _clamp_centre(self._state.cx, w * s, self.width()),
+            _clamp_centre(self._state.cy, h * s, self.height()),
+        )
+
+    def image_rect(self) -> QRectF:
+        """Where the whole image lies, in widget coordinates."""
+        w, h = self._image_size()
+        s = self.scale()
+        cx, cy = self._centre()
+        return QRectF(self.width() / 2 - cx * w * s, self.height() / 2 - cy * h * s, w * s, h * s)
+
+    def map_to_image(self, pos: QPointF) -> QPointF:
+        """The image pixel coordinates under a widget position."""
+        rect, s = self.image_rect(), self.scale()
+        return QPointF((pos.x() - rect.x()) / s, (pos.y() - rect.y()) / s)
+
+    def map_from_image(self, point: QPointF) -> QPointF:
+        rect, s = self.image_rect(), self.scale()
+        return QPointF(rect.x() + point.x() * s, rect.y() + point.y() * s)
+
+    def hover_pos(self) -> QPointF | None:
+        return self._hover
+
+    # -- view state ------------------------------------------------------------------------
+
+    def view_state(self) -> ViewState:
+        if self._state.fit:
+            return ViewState(True, self.fit_scale(), 0.5, 0.5)
+        return self._state
+
+    def set_view_state(self, state: ViewState, emit: bool = False) -> None:
+        """Apply a state as given (another pane's, say); it is clamped only when painted."""
+        self._state = ViewState(True, 1.0, 0.5, 0.5) if state.fit else state
+        self._update_cursor()
+        self.update()
+        if emit:
+            self._unlinked = False
+            self.viewChanged.emit(self.view_state())
+
+    def last_change_unlinked(self) -> bool:
+        """Whether the change being announced by ``viewChanged`` was made with Shift held."""
+        return self._unlinked
+
+    def _user_change(self, state: ViewState, unlinked: bool = False) -> None:
+        if not state.fit and self.has_image():
+            # Store the clamped centre so panning past an edge leaves no dead travel behind.
+            w, h = self._image_size()
+            cx = _clamp_centre(state.cx, w * state.scale, self.width())
+            cy = _clamp_centre(state.cy, h * state.scale, self.height())
+            state = ViewState(False, state.scale, cx, cy)
+        self._state = ViewState(True, 1.0, 0.5, 0.5) if state.fit else state
+        if self._drag_from is None:
+            self._update_cursor()
+        self.update()
+        self._unlinked = unlinked
+        self.viewChanged.emit(self.view_state())
+        self._unlinked = False
+
+    def _anchor(self, anchor: QPointF | None) -> QPointF:
+        return anchor if anchor is not None else QPointF(self.width() / 2, self.height() / 2)
+
+    def _zoomed_state(self, scale: float, anchor: QPointF) -> ViewState:
+        """The state at ``scale`` that keeps the image point under ``anchor`` in place."""
+        w, h = self._image_size()
+        point = self.map_to_image(anchor)
+        cx = (point.x() - (anchor.x() - self.width() / 2) / scale) / w
+        cy = (point.y() - (anchor.y() - self.height() / 2) / scale) / h
+        return ViewState(False, scale, cx, cy)
+
+    def toggle_fit_1to1(self, anchor: QPointF | None = None) -> None:
+        """Z / double-click: from fit to 1:1 keeping the point under ``anchor`` (default: the
+        centre) where it is, and from any zoom back to fit."""
+        if not self.has_image():
+            return
+        if self._state.fit:
+            self._user_change(self._zoomed_state(1.0, self._anchor(anchor)))
+        else:
+            self._user_change(ViewState())
+
+    def zoom_about(
+        self, factor: float, anchor: QPointF | None = None, unlinked: bool = False
+    ) -> None:
+        """Multiply the scale, keeping the point under ``anchor`` fixed; clamped to between
+        half the fit scale and 16:1."""
+        if not self.has_image():
+            return
+        low = self.fit_scale() / 2
+        scale = min(max(self.scale() * factor, low), max(MAX_SCALE, low))
+        self._user_change(self._zoomed_state(scale, self._anchor(anchor)), unlinked)
+
+    def pan_by(self, dx: float, dy: float, unlinked: bool = False) -> None:
+        """Move the image by (dx, dy) screen pixels; fit mode has nothing to pan."""
+        if not self.has_image() or self._state.fit:
+            return
+        w, h = self._image_size()
+        s = self._state.scale
+        cx, cy = self._centre()
+        self._user_change(ViewState(False, s, cx - dx / (w * s), cy - dy / (h * s)), unlinked)
+
+    # -- overlay and focus -----------------------------------------------------------------
+
+    def overlay_mode(self) -> Overlay:
+        return self._overlay
+
+    def set_overlay_mode(self, mode: Overlay | int) -> None:
+        self._overlay = Overlay(mode)
+        self.update()
+
+    def cycle_overlay(self) -> Overlay:
+        self.set_overlay_mode((self._overlay + 1) % len(Overlay))
+        return self._overlay
+
+    def set_focused(self, focused: bool) -> None:
+        if focused != self._focused:
+            self._focused = focused
+            self.update()
+
+    def is_focused(self) -> bool:
+        return self._focused
+
+    # -- events ----------------------------------------------------------------------------
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        delta = event.angleDelta()
+        # Some platforms turn Shift+wheel into a horizontal scroll.
+        notches = (delta.y() or delta.x()) / 120
+        if not notches or not self.has_image():
+            event.ignore()
+            return
+        unlinked = bool(event.modifiers() & Qt.ShiftModifier)
+        self.zoom_about(WHEEL_FACTOR**notches, event.position(), unlinked)
+        event.accept()
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        self.pressed.emit()
+        if event.button() == Qt.LeftButton and not self._state.fit and self.has_image():
+            self._drag_from = event.position()
+            self.setCursor(Qt.ClosedHandCursor)
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        self._hover = event.position()
+        if self._drag_from is not None and event.buttons() & Qt.LeftButton:
+            delta = event.position() - self._drag_from
+            self._drag_from = event.position()
+            self.pan_by(delta.x(), delta.y(), bool(event.modifiers() & Qt.ShiftModifier))
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.LeftButton and self._drag_from is not None:
+            self._drag_from = None
+            self._update_cursor()
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.LeftButton and self.has_image():
+            self._drag_from = None
+            self.toggle_fit_1to1(event.position())
+            event.accept()
+            return
+        super().mouseDoubleClickEvent(event)
+
+    def leaveEvent(self, event: QEvent) -> None:
+        self._hover = None
+        super().leaveEvent(event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        # Only reached when used on its own; the loupe and survey handle keys themselves.
+        if event.key() == Qt.Key_Z and not event.modifiers():
+            self.toggle_fit_1to1(self._hover)
+        elif event.key() == Qt.Key_I and not event.modifiers():
+            self.cycle_overlay()
+        else:
+            event.ignore()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        self._scaled = None
+        super().resizeEvent(event)
+
+    def _update_cursor(self) -> None:
+        if self.has_image() and not self._state.fit:
+            self.setCursor(Qt.OpenHandCursor)
+        else:
+            self.unsetCursor()
+
+    # -- painting --------------------------------------------------------------------------
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), BACKGROUND)
+        if self.has_image():
+            self._paint_image(painter)
+            if self._info.get("flag") == "reject":
+                painter.fillRect(self.image_rect(), QColor(0, 0, 0, 135))
+        elif self._key is not None:
+            missing = self.is_missing()
+            painter.setPen(QColor(220, 120, 120) if missing else QColor(150, 150, 150))
+            painter.drawText(self.rect(), Qt.AlignCenter, "missing file" if missing else "loading…")
+        if self._key is not None:
+            self._paint_badges(painter)
+            if self._overlay == Overlay.PARAMETERS:
+                self._paint_parameters(painter)
+            elif self._overlay == Overlay.PROMPT:
+                self._paint_prompt(painter)
+        if self._focused:
+            painter.setPen(QPen(FOCUS_COLOR, 3))
+            painter.setBrush(Qt.NoBrush)
+            painter.drawRect(QRectF(self.rect()).adjusted(1.5, 1.5, -1.5, -1.5))
+        painter.end()
+
+    def _paint_image(self, painter: QPainter) -> None:
+        assert self._image is not None
+        rect, s = self.image_rect(), self.scale()
+        if s < 1:
+            # Bilinear sampling aliases when shrinking; an area-averaged copy does not.
+            size = QSize(max(1, round(rect.width())), max(1, round(rect.height())))
+            if self._scaled is None or self._scaled[0] != size:
+                scaled = self._image.scaled(size, Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
+                self._scaled = (size, QPixmap.fromImage(scaled))
+            painter.drawPixmap(rect.topLeft().toPoint(), self._scaled[1])
+            return
+        if self._pixmap is None:
+            self._pixmap = QPixmap.fromImage(self._image)
+        # Nearest neighbour from 2:1 up shows the real pixels, as Lightroom does.
+        painter.setRenderHint(QPainter.SmoothPixmapTransform, s < 2)
+        visible = rect.intersected(QRectF(self.rect()))
+        if visible.isEmpty():
+            return
+        # Draw only the visible source pixels (whole ones, so the grid stays aligned).
+        left = max(0, math.floor((visible.left() - rect.x()) / s))
+        top = max(0, math.floor((visible.top() - rect.y()) / s))
+        right = min(self._image.width(), math.ceil((visible.right() - rect.x()) / s))
+        bottom = min(self._image.height(), math.ceil((visible.bottom() - rect.y()) / s))
+        source = QRectF(left, top, right - left, bottom - top)
+        painter.save()
+        painter.translate(rect.topLeft())
+        painter.scale(s, s)
+        painter.drawPixmap(source, self._pixmap, source)
+        painter.restore()
+
+    def _paint_badges(self, painter: QPainter) -> None:
+        flag = self._info.get("flag", "none")
+        try:
+            stars = max(0, min(5, int(self._info.get("stars") or 0)))
+        except ValueError:
+            stars = 0
+        color = LABEL_COLORS.get(self._info.get("color") or "")
+        reason = (self._info.get("reject_reason") or "") if flag == "reject" else ""
+        if flag not in ("pick", "reject") and not stars and color is None:
+            return
+        painter.save()
+        painter.setRenderHint(QPainter.Antialiasing)
+        font = QFont(self.font())
+        font.setPointSizeF(font.pointSizeF() * 0.95)
+        metrics = QFontMetrics(font)
+        icon, gap, pad = 18.0, 6.0, 8.0
+        width = pad * 2 - gap
+        if flag in ("pick", "reject"):
+            width += icon + gap
+        width += stars * (icon * 0.8) + (gap if stars else 0)
+        if color is not None:
+            width += icon * 0.7 + gap
+        if reason:
+            width += metrics.horizontalAdvance(reason) + gap
+        height = icon + pad
+        box = QRectF(self.width() - width - 10, 10, width, height)
+        painter.setPen(Qt.NoPen)
+        painter.setBrush(QColor(0, 0, 0, 165))
+        painter.drawRoundedRect(box, height / 2, height / 2)
+
+        x, mid = box.left() + pad, box.center().y()
+        if color is not None:
+            side = icon * 0.7
+            painter.setBrush(color)
+            painter.drawRoundedRect(QRectF(x, mid - side / 2, side, side), 3, 3)
+            x += side + gap
+        painter.setBrush(QColor(240, 240, 240))
+        for _ in range(stars):
+            painter.drawPolygon(_star(QPointF(x + icon * 0.4, mid), icon * 0.42))
+            x += icon * 0.8
+        if stars:
+            x += gap
+        if reason:
+            painter.setFont(font)
+            painter.setPen(QColor(240, 200, 200))
+            advance = metrics.horizontalAdvance(reason)
+            painter.drawText(QRectF(x, box.top(), advance, height), Qt.AlignVCenter, reason)
+            painter.setPen(Qt.NoPen)
+            x += advance + gap
+        symbol = QRectF(x, mid - icon / 2, icon, icon)
+        if flag == "pick":
+            painter.setBrush(QColor(250, 250, 250))
+            painter.drawPath(_pick_flag(symbol))
+        elif flag == "reject":
+            painter.setBrush(QColor(214, 72, 64))
+            painter.drawEllipse(symbol)
+            painter.setPen(QPen(QColor(0, 0, 0), 2.4, Qt.SolidLine, Qt.RoundCap))
+            inner = symbol.adjusted(icon * 0.3, icon * 0.3, -icon * 0.3, -icon * 0.3)
+            painter.drawLine(inner.topLeft(), inner.bottomRight())
+            painter.drawLine(inner.topRight(), inner.bottomLeft())
+        painter.restore()
+
+    def _overlay_box(self, painter: QPainter, rect: QRectF) -> None:
+        painter.setPen(Qt.NoPen)
+        painter.setBrush(QColor(0, 0, 0, 175))
+        painter.setRenderHint(QPainter.Antialiasing)
+        painter.drawRoundedRect(rect, 6, 6)
+
+    def _paint_parameters(self, painter: QPainter) -> None:
+        lines = parameter_lines(self._info)
+        if not lines:
+            return
+        painter.save()
+        metrics = QFontMetrics(self.font())
+        pad, margin = 10, 10
+        room = self.width() - 2 * margin - 2 * pad
+        # The top-right corner belongs to the badges; drop lines that will not fit below.
+        max_lines = max(1, (self.height() - 2 * margin - 2 * pad) // metrics.lineSpacing())
+        lines = [metrics.elidedText(line, Qt.ElideRight, room) for line in lines[:max_lines]]
+        width = max(metrics.horizontalAdvance(line) for line in lines)
+        box = QRectF(margin, margin, width + 2 * pad, len(lines) * metrics.lineSpacing() + 2 * pad)
+        self._overlay_box(painter, box)
+        y = box.top() + pad
+        for i, line in enumerate(lines):
+            painter.setPen(QColor(250, 250, 250) if i == 0 else QColor(220, 220, 220))
+            painter.drawText(
+                QRectF(box.left() + pad, y, width + 1, metrics.lineSpacing()), Qt.AlignLeft, line
+            )
+            y += metrics.lineSpacing()
+        painter.restore()
+
+    def _paint_prompt(self, painter: QPainter) -> None:
+        sections = [
+            (title, self._info[key].strip())
+            for key, title in (("prompt", "Prompt"), ("negative_prompt", "Negative prompt"))
+            if self._info.get(key, "").strip()
+        ]
+        if not sections:
+            sections = [("Prompt", "(no prompt recorded)")]
+        painter.save()
+        pad, margin = 12, 10
+        width = min(self.width() - 2 * margin, 900) - 2 * pad
+        if width <= 20:
+            painter.restore()
+            return
+        bold = QFont(self.font())
+        bold.setBold(True)
+        body, heading = QFontMetrics(self.font()), QFontMetrics(bold)
+        blocks: list[tuple[str, str, int]] = []
+        height = 0
+        for title, text in sections:
+            text_height = body.boundingRect(
+                QRect(0, 0, width, 100000), Qt.TextWordWrap, text
+            ).height()
+            blocks.append((title, text, text_height))
+            height += heading.lineSpacing() + text_height + pad // 2
+        height = min(height - pad // 2, self.height() - 2 * margin - 2 * pad)
+        # Bottom-aligned, where it covers chin and neck rather than the eyes.
+        box = QRectF(
+            (self.width() - width) / 2 - pad,
+            self.height() - margin - height - 2 * pad,
+            width + 2 * pad,
+            height + 2 * pad,
+        )
+        self._overlay_box(painter, box)
+        painter.setClipRect(box.adjusted(pad, pad, -pad, -pad))
+        y = box.top() + pad
+        for title, text, text_height in blocks:
+            painter.setFont(bold)
+            painter.setPen(QColor(170, 190, 215))
+            painter.drawText(QRectF(box.left() + pad, y, width, heading.lineSpacing()), title)
+            y += heading.lineSpacing()
+            painter.setFont(self.font())
+            painter.setPen(QColor(235, 235, 235))
+            painter.drawText(QRectF(box.left() + pad, y, width, text_height), Qt.TextWordWrap, text)
+            y += text_height + pad // 2
+        painter.restore()

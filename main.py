@@ -12,7 +12,7 @@ from bootstrap import in_project_env, uv_run
 
 if __name__ == "__main__":
     if in_project_env():
-        from charstudio.cli import main
+        from charstudio.launcher import main
 
         sys.exit(main(sys.argv[1:]))
     sys.exit(uv_run(["python", __file__, *sys.argv[1:]]))

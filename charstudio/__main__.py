@@ -1,5 +1,5 @@
 import sys
 
-from charstudio.cli import main
+from charstudio.launcher import main
 
 sys.exit(main())

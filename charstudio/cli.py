@@ -277,29 +277,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def launch_gui(project: str | None) -> int:
-    from charstudio.ui.app import run_app
-
-    return run_app(Path(project) if project else None)
+GuiLauncher = Callable[[Path | None], int]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, launch_gui: GuiLauncher | None = None) -> int:
+    """Run a command. With no command (or only a project folder) the GUI opens through
+    ``launch_gui``, which the launcher passes in: the core never imports the GUI."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     verbs = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    gui_project: str | None = None
     if not argv or (argv[0] not in verbs and not argv[0].startswith("-")):
         if len(argv) > 1:
             parser.error(f"unknown command {argv[0]!r}")
-        return launch_gui(argv[0] if argv else None)
-    args = parser.parse_args(argv)
-    if args.handler is None:
-        return launch_gui(args.project)
-    try:
-        return int(args.handler(args))
-    except CatalogError as exc:
-        print(f"charstudio: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        gui_project = argv[0] if argv else None
+    else:
+        args = parser.parse_args(argv)
+        if args.handler is not None:
+            try:
+                return int(args.handler(args))
+            except CatalogError as exc:
+                print(f"charstudio: error: {exc}", file=sys.stderr)
+                return 2
+        gui_project = args.project
+    if launch_gui is None:
+        parser.error("the app cannot be opened from here; use main.py or the charstudio command")
+    return launch_gui(Path(gui_project) if gui_project else None)

@@ -61,8 +61,15 @@ class Catalog:
 
     def add_image(self, record: ImageRecord) -> int:
         """Insert the image and its (empty) decision in one transaction; returns its id."""
+        row = record.to_row()
+        columns = ", ".join(row)
+        marks = ", ".join("?" * len(row))
+        # Plain SQL on purpose: sqlite-utils' insert commits on its own, and the image and
+        # its decision row must commit together.
         with self.transaction() as conn:
-            image_id = self.db["images"].insert(record.to_row()).last_pk
+            image_id = conn.execute(
+                f"INSERT INTO images ({columns}) VALUES ({marks})", list(row.values())
+            ).lastrowid
             conn.execute(
                 "INSERT INTO decisions (image_id, updated_at) VALUES (?, ?)",
                 (image_id, record.added_at),
@@ -113,6 +120,23 @@ class Catalog:
     def decision(self, image_id: int) -> Decision:
         with self._lock:
             return decisions.read(self.conn, image_id)
+
+    def decisions(self, image_ids: Iterable[int] | None = None) -> dict[int, Decision]:
+        """Decisions of the given images (all when None), read in one query."""
+        query = "SELECT image_id, flag, stars, color, reject_reason FROM decisions"
+        with self._lock:
+            if image_ids is None:
+                rows = self.conn.execute(query).fetchall()
+            else:
+                wanted = list(image_ids)
+                rows = []
+                for start in range(0, len(wanted), 500):
+                    chunk = wanted[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    rows += self.conn.execute(
+                        f"{query} WHERE image_id IN ({marks})", chunk
+                    ).fetchall()
+        return {row[0]: Decision(*row[1:]) for row in rows}
 
     def decide(self, image_ids: Iterable[int], label: str, **fields: Any) -> int | None:
         """Apply flag/stars/color/reject_reason to images as one undoable action."""

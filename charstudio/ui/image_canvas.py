@@ -114,7 +114,8 @@ class _Wanted:
 
 
 class _LoaderSignals(QObject):
-    finished = Signal(int, str, QImage, bool)  # key, path, image, decoded (False: skipped)
+    decoded = Signal(int, str, QImage)
+    skipped = Signal(int, str)
 
 
 class _DecodeTask(QRunnable):
@@ -124,7 +125,7 @@ class _DecodeTask(QRunnable):
 
     def run(self) -> None:
         if self.key not in self.wanted:  # the user stepped past it while it was queued
-            self.signals.finished.emit(self.key, self.path, QImage(), False)
+            self.signals.skipped.emit(self.key, self.path)
             return
         reader = QImageReader(self.path)
         reader.setAutoTransform(True)
@@ -137,7 +138,8 @@ class _DecodeTask(QRunnable):
                 else QImage.Format_RGB32
             )
             image = image.convertToFormat(fmt)
-        self.signals.finished.emit(self.key, self.path, image, True)
+            image.setDevicePixelRatio(1.0)  # ignore an "@2x" file name: scales are ours
+        self.signals.decoded.emit(self.key, self.path, image)
 
 
 class ImageLoader(QObject):
@@ -155,7 +157,8 @@ class ImageLoader(QObject):
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(max(1, min(3, QThreadPool.globalInstance().maxThreadCount())))
         self._signals = _LoaderSignals()
-        self._signals.finished.connect(self._on_finished)
+        self._signals.decoded.connect(self._on_decoded)
+        self._signals.skipped.connect(self._on_skipped)
         self._wanted = _Wanted()
         self._cache: OrderedDict[int, tuple[str, QImage]] = OrderedDict()
         self._pending: dict[int, str] = {}
@@ -199,13 +202,17 @@ class ImageLoader(QObject):
     def wait(self, msecs: int = -1) -> bool:
         return self._pool.waitForDone(msecs)
 
-    def _on_finished(self, key: int, path: str, image: QImage, decoded: bool) -> None:
+    def _done(self, key: int, path: str) -> None:
         if self._pending.get(key) == path:
             del self._pending[key]
-        if not decoded:
-            if key in self._wanted:  # wanted again since it was skipped
-                self.request(key, path)
-            return
+
+    def _on_skipped(self, key: int, path: str) -> None:
+        self._done(key, path)
+        if key in self._wanted:  # wanted again since it was skipped
+            self.request(key, path)
+
+    def _on_decoded(self, key: int, path: str, image: QImage) -> None:
+        self._done(key, path)
         self._cache[key] = (path, image)
         self._cache.move_to_end(key)
         while len(self._cache) > self.capacity:
@@ -357,19 +364,27 @@ class ImageCanvas(QWidget):
         assert self._image is not None
         return self._image.width(), self._image.height()
 
+    def _dpr(self) -> float:
+        return self.devicePixelRatioF() or 1.0
+
     def fit_scale(self) -> float:
         w, h = self._image_size()
         if w <= 0 or h <= 0 or self.width() <= 0 or self.height() <= 0:
             return 1.0
-        return min(self.width() / w, self.height() / h)
+        return min(self.width() / w, self.height() / h) * self._dpr()
 
     def scale(self) -> float:
-        """The scale on screen, whether fit or explicit."""
+        """Screen pixels per image pixel, whether fit or explicit. Scales count device pixels,
+        so 1:1 stays one image pixel per screen pixel under Windows display scaling."""
         return self.fit_scale() if self._state.fit else self._state.scale
+
+    def _logical_scale(self, scale: float | None = None) -> float:
+        """Widget (logical) pixels per image pixel."""
+        return (self.scale() if scale is None else scale) / self._dpr()
 
     def _centre(self) -> tuple[float, float]:
         w, h = self._image_size()
-        s = self.scale()
+        s = self._logical_scale()
         return (
             _clamp_centre(self._state.cx, w * s, self.width()),
             _clamp_centre(self._state.cy, h * s, self.height()),
@@ -378,17 +393,17 @@ class ImageCanvas(QWidget):
     def image_rect(self) -> QRectF:
         """Where the whole image lies, in widget coordinates."""
         w, h = self._image_size()
-        s = self.scale()
+        s = self._logical_scale()
         cx, cy = self._centre()
         return QRectF(self.width() / 2 - cx * w * s, self.height() / 2 - cy * h * s, w * s, h * s)
 
     def map_to_image(self, pos: QPointF) -> QPointF:
         """The image pixel coordinates under a widget position."""
-        rect, s = self.image_rect(), self.scale()
+        rect, s = self.image_rect(), self._logical_scale()
         return QPointF((pos.x() - rect.x()) / s, (pos.y() - rect.y()) / s)
 
     def map_from_image(self, point: QPointF) -> QPointF:
-        rect, s = self.image_rect(), self.scale()
+        rect, s = self.image_rect(), self._logical_scale()
         return QPointF(rect.x() + point.x() * s, rect.y() + point.y() * s)
 
     def hover_pos(self) -> QPointF | None:
@@ -418,8 +433,9 @@ class ImageCanvas(QWidget):
         if not state.fit and self.has_image():
             # Store the clamped centre so panning past an edge leaves no dead travel behind.
             w, h = self._image_size()
-            cx = _clamp_centre(state.cx, w * state.scale, self.width())
-            cy = _clamp_centre(state.cy, h * state.scale, self.height())
+            s = self._logical_scale(state.scale)
+            cx = _clamp_centre(state.cx, w * s, self.width())
+            cy = _clamp_centre(state.cy, h * s, self.height())
             state = ViewState(False, state.scale, cx, cy)
         self._state = ViewState(True, 1.0, 0.5, 0.5) if state.fit else state
         if self._drag_from is None:
@@ -436,8 +452,9 @@ class ImageCanvas(QWidget):
         """The state at ``scale`` that keeps the image point under ``anchor`` in place."""
         w, h = self._image_size()
         point = self.map_to_image(anchor)
-        cx = (point.x() - (anchor.x() - self.width() / 2) / scale) / w
-        cy = (point.y() - (anchor.y() - self.height() / 2) / scale) / h
+        s = self._logical_scale(scale)
+        cx = (point.x() - (anchor.x() - self.width() / 2) / s) / w
+        cy = (point.y() - (anchor.y() - self.height() / 2) / s) / h
         return ViewState(False, scale, cx, cy)
 
     def toggle_fit_1to1(self, anchor: QPointF | None = None) -> None:
@@ -466,9 +483,10 @@ class ImageCanvas(QWidget):
         if not self.has_image() or self._state.fit:
             return
         w, h = self._image_size()
-        s = self._state.scale
+        s = self._logical_scale()
         cx, cy = self._centre()
-        self._user_change(ViewState(False, s, cx - dx / (w * s), cy - dy / (h * s)), unlinked)
+        state = ViewState(False, self._state.scale, cx - dx / (w * s), cy - dy / (h * s))
+        self._user_change(state, unlinked)
 
     # -- overlay and focus -----------------------------------------------------------------
 
@@ -576,9 +594,9 @@ class ImageCanvas(QWidget):
             painter.setPen(QColor(220, 120, 120) if missing else QColor(150, 150, 150))
             painter.drawText(self.rect(), Qt.AlignCenter, "missing file" if missing else "loading…")
         if self._key is not None:
-            self._paint_badges(painter)
+            badges = self._paint_badges(painter)
             if self._overlay == Overlay.PARAMETERS:
-                self._paint_parameters(painter)
+                self._paint_parameters(painter, badges)
             elif self._overlay == Overlay.PROMPT:
                 self._paint_prompt(painter)
         if self._focused:
@@ -589,14 +607,16 @@ class ImageCanvas(QWidget):
 
     def _paint_image(self, painter: QPainter) -> None:
         assert self._image is not None
-        rect, s = self.image_rect(), self.scale()
+        rect, s, dpr = self.image_rect(), self.scale(), self._dpr()
         if s < 1:
             # Bilinear sampling aliases when shrinking; an area-averaged copy does not.
-            size = QSize(max(1, round(rect.width())), max(1, round(rect.height())))
+            size = QSize(max(1, round(rect.width() * dpr)), max(1, round(rect.height() * dpr)))
             if self._scaled is None or self._scaled[0] != size:
                 scaled = self._image.scaled(size, Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
-                self._scaled = (size, QPixmap.fromImage(scaled))
-            painter.drawPixmap(rect.topLeft().toPoint(), self._scaled[1])
+                pixmap = QPixmap.fromImage(scaled)
+                pixmap.setDevicePixelRatio(dpr)
+                self._scaled = (size, pixmap)
+            painter.drawPixmap(rect.topLeft(), self._scaled[1])
             return
         if self._pixmap is None:
             self._pixmap = QPixmap.fromImage(self._image)
@@ -606,18 +626,20 @@ class ImageCanvas(QWidget):
         if visible.isEmpty():
             return
         # Draw only the visible source pixels (whole ones, so the grid stays aligned).
-        left = max(0, math.floor((visible.left() - rect.x()) / s))
-        top = max(0, math.floor((visible.top() - rect.y()) / s))
-        right = min(self._image.width(), math.ceil((visible.right() - rect.x()) / s))
-        bottom = min(self._image.height(), math.ceil((visible.bottom() - rect.y()) / s))
+        ls = s / dpr
+        left = max(0, math.floor((visible.left() - rect.x()) / ls))
+        top = max(0, math.floor((visible.top() - rect.y()) / ls))
+        right = min(self._image.width(), math.ceil((visible.right() - rect.x()) / ls))
+        bottom = min(self._image.height(), math.ceil((visible.bottom() - rect.y()) / ls))
         source = QRectF(left, top, right - left, bottom - top)
         painter.save()
         painter.translate(rect.topLeft())
-        painter.scale(s, s)
+        painter.scale(ls, ls)
         painter.drawPixmap(source, self._pixmap, source)
         painter.restore()
 
-    def _paint_badges(self, painter: QPainter) -> None:
+    def _paint_badges(self, painter: QPainter) -> QRectF | None:
+        """The decision in the top-right corner; returns where it went."""
         flag = self._info.get("flag", "none")
         try:
             stars = max(0, min(5, int(self._info.get("stars") or 0)))
@@ -626,7 +648,7 @@ class ImageCanvas(QWidget):
         color = LABEL_COLORS.get(self._info.get("color") or "")
         reason = (self._info.get("reject_reason") or "") if flag == "reject" else ""
         if flag not in ("pick", "reject") and not stars and color is None:
-            return
+            return None
         painter.save()
         painter.setRenderHint(QPainter.Antialiasing)
         font = QFont(self.font())
@@ -678,6 +700,7 @@ class ImageCanvas(QWidget):
             painter.drawLine(inner.topLeft(), inner.bottomRight())
             painter.drawLine(inner.topRight(), inner.bottomLeft())
         painter.restore()
+        return box
 
     def _overlay_box(self, painter: QPainter, rect: QRectF) -> None:
         painter.setPen(Qt.NoPen)
@@ -685,7 +708,7 @@ class ImageCanvas(QWidget):
         painter.setRenderHint(QPainter.Antialiasing)
         painter.drawRoundedRect(rect, 6, 6)
 
-    def _paint_parameters(self, painter: QPainter) -> None:
+    def _paint_parameters(self, painter: QPainter, badges: QRectF | None) -> None:
         lines = parameter_lines(self._info)
         if not lines:
             return
@@ -693,11 +716,15 @@ class ImageCanvas(QWidget):
         metrics = QFontMetrics(self.font())
         pad, margin = 10, 10
         room = self.width() - 2 * margin - 2 * pad
-        # The top-right corner belongs to the badges; drop lines that will not fit below.
-        max_lines = max(1, (self.height() - 2 * margin - 2 * pad) // metrics.lineSpacing())
-        lines = [metrics.elidedText(line, Qt.ElideRight, room) for line in lines[:max_lines]]
+        lines = [metrics.elidedText(line, Qt.ElideRight, room) for line in lines]
         width = max(metrics.horizontalAdvance(line) for line in lines)
-        box = QRectF(margin, margin, width + 2 * pad, len(lines) * metrics.lineSpacing() + 2 * pad)
+        top = margin
+        if badges is not None and margin + width + 2 * pad + 6 > badges.left():
+            top = round(badges.bottom()) + 6  # a narrow pane: go below the badges, not over
+        # Drop the lines that do not fit in the pane.
+        max_lines = max(1, (self.height() - top - margin - 2 * pad) // metrics.lineSpacing())
+        lines = lines[:max_lines]
+        box = QRectF(margin, top, width + 2 * pad, len(lines) * metrics.lineSpacing() + 2 * pad)
         self._overlay_box(painter, box)
         y = box.top() + pad
         for i, line in enumerate(lines):

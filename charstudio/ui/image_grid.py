@@ -1,19 +1,30 @@
-"""The thumbnail grid: a list model over the catalog's images and its icon-mode view."""
+"""The thumbnail grid: a list model over the filtered images and its icon-mode view."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, QSize, Qt
-from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSize,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import QColor, QImage, QPainter, QPixmap, QWheelEvent
 from PySide6.QtWidgets import QListView, QWidget
 
-from charstudio.catalog import ImageRecord, Project
+from charstudio.catalog import Decision, ImageRecord, Project
+from charstudio.catalog.queries import ImageFilter
+from charstudio.ui.grid_delegate import DecisionRole, GridDelegate
 from charstudio.ui.thumbnails import ThumbnailLoader
 
-THUMB_SIZE = 192
 RecordRole = Qt.UserRole + 1
+IdRole = Qt.UserRole + 3
 AnyIndex = QModelIndex | QPersistentModelIndex
+MIN_CELL, MAX_CELL, DEFAULT_CELL = 96, 360, 200
 
 
 def _placeholder(size: int, text: str = "") -> QPixmap:
@@ -28,74 +39,158 @@ def _placeholder(size: int, text: str = "") -> QPixmap:
 
 
 class ImageGridModel(QAbstractListModel):
+    """Rows are the image ids that pass the current filter. Records and decisions are read
+    in bulk and kept in memory; decisions are re-read for the rows a key press touched."""
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._project: Project | None = None
-        self._records: list[ImageRecord] = []
+        self._filter = ImageFilter()
+        self._ids: list[int] = []
         self._row_of: dict[int, int] = {}
+        self._records: dict[int, ImageRecord] = {}
+        self._decisions: dict[int, Decision] = {}
         self._pixmaps: dict[int, QPixmap] = {}
         self._loader = ThumbnailLoader(self)
         self._loader.loaded.connect(self._on_loaded)
-        self._placeholder = _placeholder(THUMB_SIZE)
-        self._missing = _placeholder(THUMB_SIZE, "missing file")
+        self._placeholder = _placeholder(64)
+        self._missing = _placeholder(256, "missing file")
 
-    def set_project(self, project: Project | None) -> None:
-        self.beginResetModel()
+    # -- content ---------------------------------------------------------------------------
+
+    @property
+    def project(self) -> Project | None:
+        return self._project
+
+    @property
+    def image_filter(self) -> ImageFilter:
+        return self._filter
+
+    def set_project(self, project: Project | None, image_filter: ImageFilter | None = None) -> None:
         self._loader.clear()
         self._project = project
-        self._records = project.catalog.images() if project else []
-        self._row_of = {r.id or 0: i for i, r in enumerate(self._records)}
         self._pixmaps.clear()
-        self.endResetModel()
+        self._filter = image_filter or ImageFilter()
+        self.reload()
+
+    def set_filter(self, image_filter: ImageFilter) -> None:
+        self._filter = image_filter
+        self._apply_filter()
 
     def reload(self) -> None:
-        self.set_project(self._project)
+        """Re-read every record (after an import)."""
+        project = self._project
+        self._records = {r.id or 0: r for r in project.catalog.images()} if project else {}
+        self._decisions = project.catalog.decisions() if project else {}
+        self._apply_filter()
+
+    def _apply_filter(self) -> None:
+        self.beginResetModel()
+        project = self._project
+        self._ids = project.catalog.filtered_ids(self._filter) if project else []
+        self._row_of = {image_id: row for row, image_id in enumerate(self._ids)}
+        self.endResetModel()
+
+    def refresh_decisions(self, image_ids: Iterable[int]) -> None:
+        """Re-read the decisions of these images and repaint their cells. Rows stay where
+        they are until the filter is applied again, so the grid does not jump while culling."""
+        if self._project is None:
+            return
+        fresh = self._project.catalog.decisions(image_ids)
+        self._decisions.update(fresh)
+        for image_id in fresh:
+            row = self._row_of.get(image_id)
+            if row is not None:
+                index = self.index(row)
+                self.dataChanged.emit(index, index, [DecisionRole])
+
+    def id_at(self, row: int) -> int:
+        return self._ids[row]
+
+    def row_of(self, image_id: int) -> int | None:
+        return self._row_of.get(image_id)
+
+    def record(self, image_id: int) -> ImageRecord:
+        return self._records[image_id]
+
+    def decision(self, image_id: int) -> Decision:
+        return self._decisions.get(image_id, Decision())
+
+    # -- Qt model interface ----------------------------------------------------------------
 
     def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._records)
+        return 0 if parent.isValid() else len(self._ids)
 
     def data(self, index: AnyIndex, role: int = Qt.DisplayRole) -> Any:
-        if not index.isValid() or self._project is None:
+        if not index.isValid() or self._project is None or index.row() >= len(self._ids):
             return None
-        record = self._records[index.row()]
-        key = record.id or 0
+        image_id = self._ids[index.row()]
         if role == Qt.DecorationRole:
-            pixmap = self._pixmaps.get(key)
+            pixmap = self._pixmaps.get(image_id)
             if pixmap is None:
-                path = self._project.file_path(record.path)
-                self._loader.request(key, self._project.root, path, record.sha256)
+                record = self._records[image_id]
+                source = self._project.file_path(record.path)
+                self._loader.request(image_id, self._project.root, source, record.sha256)
                 return self._placeholder
             return pixmap
+        if role == DecisionRole:
+            return self._decisions.get(image_id, Decision())
+        if role == IdRole:
+            return image_id
+        if role == RecordRole:
+            return self._records[image_id]
         if role == Qt.ToolTipRole:
+            record = self._records[image_id]
             lines = [record.path]
             if record.prompt:
                 lines.append(record.prompt[:300])
             if record.seed is not None:
                 lines.append(f"Seed: {record.seed}")
             return "\n".join(lines)
-        if role == RecordRole:
-            return record
         return None
 
-    def _on_loaded(self, key: int, image: QImage) -> None:
-        row = self._row_of.get(key)
-        if row is None:
-            return
-        self._pixmaps[key] = QPixmap.fromImage(image) if not image.isNull() else self._missing
-        index = self.index(row)
-        self.dataChanged.emit(index, index, [Qt.DecorationRole])
+    def _on_loaded(self, image_id: int, image: QImage) -> None:
+        self._pixmaps[image_id] = QPixmap.fromImage(image) if not image.isNull() else self._missing
+        row = self._row_of.get(image_id)
+        if row is not None:
+            index = self.index(row)
+            self.dataChanged.emit(index, index, [Qt.DecorationRole])
 
 
 class ImageGridView(QListView):
+    """Icon-mode grid with uniform cells; Ctrl + wheel changes the thumbnail size."""
+
+    cellSizeChanged = Signal(int)
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setViewMode(QListView.IconMode)
         self.setResizeMode(QListView.Adjust)
         self.setMovement(QListView.Static)
         self.setUniformItemSizes(True)
-        self.setIconSize(QSize(THUMB_SIZE, THUMB_SIZE))
-        self.setGridSize(QSize(THUMB_SIZE + 12, THUMB_SIZE + 12))
         self.setSelectionMode(QListView.ExtendedSelection)
         self.setSpacing(0)
         self.setLayoutMode(QListView.Batched)
-        self.setBatchSize(200)
+        self.setBatchSize(500)
+        self.setStyleSheet("QListView { background: #1e1e22; }")
+        self._delegate = GridDelegate(DEFAULT_CELL, self)
+        self.setItemDelegate(self._delegate)
+        self.set_cell_size(DEFAULT_CELL)
+
+    def cell_size(self) -> int:
+        return self._delegate.cell
+
+    def set_cell_size(self, size: int) -> None:
+        size = max(MIN_CELL, min(MAX_CELL, int(size)))
+        self._delegate.cell = size
+        self.setIconSize(QSize(size, size))
+        self.setGridSize(QSize(size, size))
+        self.cellSizeChanged.emit(size)
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        if event.modifiers() & Qt.ControlModifier:
+            steps = event.angleDelta().y() / 120
+            self.set_cell_size(self.cell_size() + int(steps * 20))
+            event.accept()
+            return
+        super().wheelEvent(event)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QImage, QKeyEvent
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
@@ -157,6 +157,3 @@ class LoupeView(QWidget):
         elif key == Qt.Key_Escape:
             self.closeRequested.emit()
         event.accept()
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # pragma: no cover
-        return super().eventFilter(watched, event)

@@ -1,33 +1,48 @@
-"""The main window: project menus, the thumbnail grid and the import job."""
+"""The main window: filters | grid (or loupe/survey) | info, with the culling keys."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QEvent, QItemSelectionModel, QObject, QSettings, Qt
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
     QFileDialog,
     QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressDialog,
+    QSlider,
+    QSpinBox,
+    QStackedWidget,
     QWidget,
 )
 
 from charstudio import __version__
-from charstudio.catalog import CatalogError, Project
+from charstudio.catalog import CatalogError, ImageRecord, Project
+from charstudio.catalog.export import ExportReport, export_images
 from charstudio.catalog.importer import ImportReport, import_images
-from charstudio.jobs import CancelToken, Progress, format_eta
-from charstudio.ui.image_grid import ImageGridModel, ImageGridView
-from charstudio.ui.jobs import JobHandle
+from charstudio.catalog.queries import ImageFilter
+from charstudio.jobs import CancelToken, Job, Progress, format_eta
+from charstudio.ui.culling import CULL_KEYS, cheat_sheet_html
+from charstudio.ui.filter_panel import FilterPanel
+from charstudio.ui.image_grid import MAX_CELL, MIN_CELL, ImageGridModel, ImageGridView
+from charstudio.ui.info_panel import InfoPanel
+from charstudio.ui.jobs import JobFactory, JobHandle
+from charstudio.ui.loupe import LoupeItem, LoupeView
+from charstudio.ui.survey import SurveyView
 
 MAX_RECENT = 10
+GRID, LOUPE, SURVEY = 0, 1, 2
+FILTER_SETTING = "grid_filter"
+GOAL_SETTING = "goal_picks"
 
 
-def import_job(root: Path, paths: list[Path], copy: bool, token: CancelToken) -> Any:
+def import_job(root: Path, paths: list[Path], copy: bool, token: CancelToken) -> Job[Any]:
     """The import job with its own catalog connection, opened on the worker thread."""
     with Project.open(root) as project:
         job_id = project.catalog.create_job(
@@ -42,50 +57,174 @@ def import_job(root: Path, paths: list[Path], copy: bool, token: CancelToken) ->
         return report
 
 
+def export_job(root: Path, ids: list[int], dest: Path, token: CancelToken) -> Job[Any]:
+    with Project.open(root) as project:
+        return (yield from export_images(project, ids, dest, cancel=token))
+
+
 class MainWindow(QMainWindow):
     def __init__(self, settings: QSettings | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.settings = settings or QSettings("charstudio", "charstudio")
         self.project: Project | None = None
-        self.import_handle: JobHandle | None = None
+        self.job_handle: JobHandle | None = None
         self.setWindowTitle("charstudio")
-        self.resize(1280, 820)
+        self.resize(1440, 900)
 
         self.model = ImageGridModel(self)
         self.grid = ImageGridView(self)
         self.grid.setModel(self.model)
-        self.setCentralWidget(self.grid)
+        self.loupe = LoupeView(parent=self)
+        self.survey = SurveyView(parent=self)
+        self.stack = QStackedWidget(self)
+        for page in (self.grid, self.loupe, self.survey):
+            self.stack.addWidget(page)
+        self.setCentralWidget(self.stack)
+
+        self.filters = FilterPanel(self)
+        self.info = InfoPanel(self)
+        for title, widget, area in (
+            ("Library", self.filters, Qt.LeftDockWidgetArea),
+            ("Info", self.info, Qt.RightDockWidgetArea),
+        ):
+            dock = QDockWidget(title, self)
+            dock.setObjectName(title)
+            dock.setWidget(widget)
+            dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+            self.addDockWidget(area, dock)
+        self.info.setMinimumWidth(300)
+        self.filters.setMinimumWidth(220)
+
         self.summary = QLabel()
         self.statusBar().addPermanentWidget(self.summary)
+        self._build_actions()
+        self._build_toolbar()
         self._build_menus()
+
+        self.grid.selectionModel().currentChanged.connect(lambda *_: self._show_info())
+        self.grid.doubleClicked.connect(lambda *_: self.show_loupe())
+        self.filters.filterChanged.connect(self.set_filter)
+        self.loupe.currentChanged.connect(self._follow_key)
+        self.survey.focusedChanged.connect(self._follow_key)
+        self.loupe.closeRequested.connect(self.show_grid)
+        self.survey.closeRequested.connect(self.show_grid)
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self)  # Caps Lock toggles auto-advance, as in Lightroom
         self._refresh()
 
-    # -- menus -----------------------------------------------------------------------------
+    # -- actions, menus, toolbar -----------------------------------------------------------
 
-    def _action(self, text: str, slot: Any, shortcut: QKeySequence | str | None = None) -> QAction:
+    def _action(self, text: str, slot: Any, shortcut: Any = None) -> QAction:
         action = QAction(text, self)
         if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
+            shortcuts = shortcut if isinstance(shortcut, list) else [shortcut]
+            action.setShortcuts([QKeySequence(s) for s in shortcuts])
+            action.setShortcutContext(Qt.WindowShortcut)
         action.triggered.connect(slot)
+        self.addAction(action)
         return action
 
-    def _build_menus(self) -> None:
-        file_menu = self.menuBar().addMenu("&File")
-        file_menu.addAction(self._action("&New Project…", self.new_project, QKeySequence.New))
-        file_menu.addAction(self._action("&Open Project…", self.choose_project, QKeySequence.Open))
-        self.recent_menu = file_menu.addMenu("Open &Recent")
-        file_menu.addSeparator()
+    def _build_actions(self) -> None:
+        self.cull_actions: list[QAction] = []
+        for cull in CULL_KEYS:
+            for advance in (False, True):
+                key = f"Shift+{cull.key}" if advance else cull.key
+                label = cull.label + (" and advance" if advance else "")
+                action = self._action(
+                    label,
+                    lambda _=False, c=cull, a=advance: self.decide(c.label, a, **c.fields),
+                    key,
+                )
+                if not advance:
+                    self.cull_actions.append(action)
+        self.undo_action = self._action("Undo", self.undo, QKeySequence.Undo)
+        self.redo_action = self._action("Redo", self.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
+        self.loupe_action = self._action("Loupe", self.show_loupe, ["E", "Return", "Enter"])
+        self.compare_action = self._action("Compare", lambda: self.show_survey(2), "C")
+        self.survey_action = self._action("Survey", lambda: self.show_survey(8), "N")
+        self.grid_action = self._action("Grid", self.show_grid, "G")
+        self.help_action = self._action("Keyboard shortcuts", self.show_cheat_sheet, "?")
+        self.auto_advance = QAction("Auto-advance", self)
+        self.auto_advance.setCheckable(True)
+        self.auto_advance.setToolTip("Move to the next image after each decision (Caps Lock)")
+        self.use_picks_action = self._action("Use Picks as Training Set", self.use_picks)
+        self.export_picks_action = self._action("Export Picks…", self.choose_export)
+        self.new_action = self._action("&New Project…", self.new_project, QKeySequence.New)
+        self.open_action = self._action("&Open Project…", self.choose_project, QKeySequence.Open)
         self.import_action = self._action("&Import Images…", self.choose_import, "Ctrl+I")
         self.import_folder_action = self._action(
             "Import &Folder…", self.choose_import_folder, "Ctrl+Shift+I"
         )
+
+    def _build_toolbar(self) -> None:
+        bar = self.addToolBar("Culling")
+        bar.setObjectName("culling")
+        views = QActionGroup(self)
+        for action in (
+            self.grid_action,
+            self.loupe_action,
+            self.compare_action,
+            self.survey_action,
+        ):
+            bar.addAction(action)
+            views.addAction(action)
+        bar.addSeparator()
+        bar.addAction(self.auto_advance)
+        bar.addSeparator()
+        bar.addWidget(QLabel(" Size "))
+        self.size_slider = QSlider(Qt.Horizontal)
+        self.size_slider.setRange(MIN_CELL, MAX_CELL)
+        self.size_slider.setValue(self.grid.cell_size())
+        self.size_slider.setMaximumWidth(160)
+        self.size_slider.valueChanged.connect(self.grid.set_cell_size)
+        self.grid.cellSizeChanged.connect(self.size_slider.setValue)
+        bar.addWidget(self.size_slider)
+        bar.addSeparator()
+        bar.addWidget(QLabel(" Goal: picks "))
+        self.goal = QSpinBox()
+        self.goal.setRange(0, 10000)
+        self.goal.setSpecialValueText("none")
+        self.goal.valueChanged.connect(self._goal_changed)
+        bar.addWidget(self.goal)
+        bar.addSeparator()
+        bar.addAction(self.use_picks_action)
+        bar.addAction(self.export_picks_action)
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction(self.new_action)
+        file_menu.addAction(self.open_action)
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        file_menu.addSeparator()
         file_menu.addAction(self.import_action)
         file_menu.addAction(self.import_folder_action)
+        file_menu.addAction(self.export_picks_action)
         file_menu.addSeparator()
         file_menu.addAction(self._action("&Quit", self.close, QKeySequence.Quit))
+        edit_menu = self.menuBar().addMenu("&Edit")
+        edit_menu.addAction(self.undo_action)
+        edit_menu.addAction(self.redo_action)
+        photo_menu = self.menuBar().addMenu("&Photo")
+        for action in self.cull_actions:
+            photo_menu.addAction(action)
+        photo_menu.addSeparator()
+        photo_menu.addAction(self.auto_advance)
+        photo_menu.addAction(self.use_picks_action)
+        view_menu = self.menuBar().addMenu("&View")
+        for action in (
+            self.grid_action,
+            self.loupe_action,
+            self.compare_action,
+            self.survey_action,
+        ):
+            view_menu.addAction(action)
         help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(self.help_action)
         help_menu.addAction(self._action("&About charstudio", self.about))
         self._fill_recent_menu()
+
+    # -- recent projects -------------------------------------------------------------------
 
     def recent_projects(self) -> list[str]:
         value = self.settings.value("recent_projects", [])
@@ -100,9 +239,9 @@ class MainWindow(QMainWindow):
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
         for path in self.recent_projects():
-            self.recent_menu.addAction(
-                self._action(path, lambda _=False, p=path: self.open_project(Path(p)))
-            )
+            action = QAction(path, self.recent_menu)
+            action.triggered.connect(lambda _=False, p=path: self.open_project(Path(p)))
+            self.recent_menu.addAction(action)
         self.recent_menu.setEnabled(bool(self.recent_projects()))
 
     # -- projects --------------------------------------------------------------------------
@@ -139,10 +278,299 @@ class MainWindow(QMainWindow):
         if self.project is not None:
             self.project.close()
         self.project = project
-        self.model.set_project(project)
+        self.show_grid()
+        image_filter = ImageFilter.from_json(project.catalog.get_setting(FILTER_SETTING))
+        self.filters.set_axes(project.catalog.sweep_axes())
+        self.filters.set_filter(image_filter)
+        self.model.set_project(project, image_filter)
+        self.goal.blockSignals(True)
+        self.goal.setValue(int(project.catalog.get_setting(GOAL_SETTING, 0) or 0))
+        self.goal.blockSignals(False)
         self._remember(project.root)
         self.settings.setValue("last_project", str(project.root))
+        if self.model.rowCount():
+            self._focus_row(0)
         self._refresh()
+
+    # -- focus and selection ---------------------------------------------------------------
+
+    def current_id(self) -> int | None:
+        if self.stack.currentIndex() == LOUPE:
+            return self.loupe.current_key()
+        if self.stack.currentIndex() == SURVEY:
+            return self.survey.focused_key()
+        index = self.grid.currentIndex()
+        return self.model.id_at(index.row()) if index.isValid() else None
+
+    def selected_ids(self) -> list[int]:
+        """What a decision applies to: the grid's selection (in grid order), else the focus."""
+        if self.stack.currentIndex() != GRID:
+            current = self.current_id()
+            return [] if current is None else [current]
+        rows = sorted(i.row() for i in self.grid.selectionModel().selectedIndexes())
+        ids = [self.model.id_at(r) for r in rows]
+        current = self.current_id()
+        return ids or ([] if current is None else [current])
+
+    def _focus_row(self, row: int) -> None:
+        index = self.model.index(row)
+        self.grid.selectionModel().setCurrentIndex(index, QItemSelectionModel.ClearAndSelect)
+        self.grid.scrollTo(index)
+
+    def _focus_id(self, image_id: int | None) -> None:
+        row = self.model.row_of(image_id) if image_id is not None else None
+        if row is not None:
+            self._focus_row(row)
+
+    def _follow_key(self, image_id: int) -> None:
+        """The loupe or survey moved: keep the grid's focus and the info panel in step."""
+        self._focus_id(image_id)
+        self._show_info()
+
+    def set_filter(self, image_filter: ImageFilter) -> None:
+        """Apply a filter, keep the focused image if it still shows (else the nearest row)."""
+        focused = self.current_id()
+        old_row = self.grid.currentIndex().row()
+        self.model.set_filter(image_filter)
+        if self.project is not None:
+            self.project.catalog.set_setting(FILTER_SETTING, image_filter.to_json())
+        row = self.model.row_of(focused) if focused is not None else None
+        if row is None and self.model.rowCount():
+            row = min(max(old_row, 0), self.model.rowCount() - 1)
+        if row is not None:
+            self._focus_row(row)
+        self._show_info()
+        self._refresh()
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def decide(self, label: str, advance: bool = False, **fields: Any) -> None:
+        if self.project is None:
+            return
+        ids = self.selected_ids()
+        if not ids:
+            return
+        try:
+            self.project.catalog.decide(ids, label, **fields)
+        except (ValueError, KeyError) as exc:
+            self.statusBar().showMessage(str(exc), 5000)
+            return
+        self._decisions_changed(ids)
+        rejected = fields.get("flag") == "reject" or fields.get("reject_reason")
+        if self.stack.currentIndex() == SURVEY and rejected:  # a reject leaves the survey
+            for image_id in ids:
+                self.survey.remove_key(image_id)
+            if not self.survey.keys():
+                self.show_grid()
+            return
+        if advance or self.auto_advance.isChecked():
+            self.advance()
+
+    def advance(self) -> None:
+        page = self.stack.currentIndex()
+        if page == LOUPE:
+            self.loupe.go(1)
+        elif page == SURVEY:
+            self.survey.move_focus(1)
+        else:
+            row = self.grid.currentIndex().row()
+            if row + 1 < self.model.rowCount():
+                self._focus_row(row + 1)
+
+    def undo(self) -> None:
+        if self.project is not None:
+            ids = self.project.catalog.undo()
+            if ids:
+                self._decisions_changed(ids)
+                self.statusBar().showMessage(f"Undone ({len(ids)} images)", 3000)
+
+    def redo(self) -> None:
+        if self.project is not None:
+            ids = self.project.catalog.redo()
+            if ids:
+                self._decisions_changed(ids)
+                self.statusBar().showMessage(f"Redone ({len(ids)} images)", 3000)
+
+    def _decisions_changed(self, ids: list[int]) -> None:
+        self.model.refresh_decisions(ids)
+        for image_id in ids:
+            info = self._canvas_info(image_id)
+            self.loupe.update_info(image_id, info)
+            self.survey.update_info(image_id, info)
+        self._show_info()
+        self._refresh()
+
+    # -- loupe and survey ------------------------------------------------------------------
+
+    def _canvas_info(self, image_id: int) -> dict[str, str]:
+        record = self.model.record(image_id)
+        decision = self.model.decision(image_id)
+        info = {
+            "name": Path(record.path).name,
+            "prompt": record.prompt or "",
+            "negative_prompt": record.negative_prompt or "",
+            "seed": "" if record.seed is None else str(record.seed),
+            "sampler": record.sampler or "",
+            "schedule": record.schedule_type or "",
+            "steps": "" if record.steps is None else str(record.steps),
+            "cfg": "" if record.cfg_scale is None else f"{record.cfg_scale:g}",
+            "size": record.size or f"{record.width}x{record.height}",
+            "model": record.model or "",
+            "sweep": ", ".join(f"{k}: {v}" for k, v in record.sweep.items()),
+            "flag": decision.flag,
+            "stars": str(decision.stars),
+            "color": decision.color or "",
+            "reject_reason": decision.reject_reason or "",
+        }
+        return {k: v for k, v in info.items() if v != ""}
+
+    def _items(self, ids: list[int]) -> list[LoupeItem]:
+        assert self.project is not None
+        return [
+            LoupeItem(
+                i, str(self.project.file_path(self.model.record(i).path)), self._canvas_info(i)
+            )
+            for i in ids
+        ]
+
+    def show_loupe(self) -> None:
+        current = self.current_id()
+        if self.project is None or current is None:
+            return
+        ids = [self.model.id_at(r) for r in range(self.model.rowCount())]
+        self.loupe.set_items(self._items(ids), ids.index(current) if current in ids else 0)
+        self.stack.setCurrentIndex(LOUPE)
+        self.loupe.setFocus()
+
+    def show_survey(self, limit: int) -> None:
+        if self.project is None:
+            return
+        ids = self.selected_ids()
+        if self.stack.currentIndex() != GRID:
+            self.show_grid()
+            ids = self.selected_ids()
+        if len(ids) < 2:  # with one image selected, compare it with the next ones
+            row = self.grid.currentIndex().row()
+            ids = [
+                self.model.id_at(r)
+                for r in range(max(row, 0), min(row + limit, self.model.rowCount()))
+            ]
+        ids = ids[:limit]
+        if not ids:
+            return
+        self.survey.set_items(self._items(ids), ids[0])
+        self.stack.setCurrentIndex(SURVEY)
+        self.survey.setFocus()
+
+    def show_grid(self) -> None:
+        focused = self.current_id()
+        self.stack.setCurrentIndex(GRID)
+        self._focus_id(focused)
+        self.grid.setFocus()
+
+    # -- info and status -------------------------------------------------------------------
+
+    def _show_info(self) -> None:
+        image_id = self.current_id()
+        if self.project is None or image_id is None or self.model.row_of(image_id) is None:
+            self.info.show_image(None)
+            return
+        record: ImageRecord = self.model.record(image_id)
+        path = self.project.file_path(record.path)
+        self.info.show_image(
+            record,
+            self.model.decision(image_id),
+            self.project.catalog.decision_history(image_id),
+            str(path),
+            missing=not path.is_file(),
+        )
+
+    def _goal_changed(self, value: int) -> None:
+        if self.project is not None:
+            self.project.catalog.set_setting(GOAL_SETTING, value)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        has_project = self.project is not None
+        busy = self.job_handle is not None
+        for action in (
+            self.import_action,
+            self.import_folder_action,
+            self.export_picks_action,
+            self.use_picks_action,
+        ):
+            action.setEnabled(has_project and not busy)
+        if self.project is None:
+            self.setWindowTitle("charstudio")
+            self.summary.setText("No project open: File > New Project or Open Project")
+            return
+        self.setWindowTitle(f"{self.project.name} — charstudio")
+        stats = self.project.catalog.stats()
+        text = (
+            f"picked {stats['picked']} · rejected {stats['rejected']} · "
+            f"unreviewed {stats['unreviewed']} · of {stats['total']}"
+        )
+        if self.goal.value():
+            text += f"  (goal: {self.goal.value()} picks)"
+        shown = self.model.rowCount()
+        if shown != stats["total"]:
+            text = f"showing {shown} · " + text
+        self.summary.setText(text)
+
+    def show_cheat_sheet(self) -> None:
+        box = QMessageBox(self)
+        box.setWindowTitle("Keyboard shortcuts")
+        box.setTextFormat(Qt.RichText)
+        box.setText(cheat_sheet_html())
+        box.open()
+        self.cheat_sheet = box
+
+    def about(self) -> None:
+        QMessageBox.about(
+            self,
+            "About charstudio",
+            f"charstudio {__version__}\nA workstation for consistent Stable Diffusion 1.5 "
+            "characters.",
+        )
+
+    # -- picks out -------------------------------------------------------------------------
+
+    def _pick_ids(self) -> list[int]:
+        assert self.project is not None
+        return self.project.catalog.filtered_ids(ImageFilter(view="picked"))
+
+    def use_picks(self) -> None:
+        if self.project is None:
+            return
+        picks = self._pick_ids()
+        if not picks:
+            QMessageBox.information(self, "Training set", "There are no picked images yet.")
+            return
+        self.project.catalog.create_training_set(f"{len(picks)} picks", picks)
+        self.statusBar().showMessage(f"Training set: the {len(picks)} picked images", 8000)
+
+    def choose_export(self) -> None:
+        if self.project is None:
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Export picks to")
+        if folder:
+            self.start_export(Path(folder))
+
+    def start_export(self, dest: Path) -> JobHandle | None:
+        if self.project is None:
+            return None
+        ids, root = self._pick_ids(), self.project.root
+        return self._start_job(
+            "Export picks", lambda token: export_job(root, ids, dest, token), self._export_done
+        )
+
+    def _export_done(self, report: ExportReport) -> None:
+        text = f"Exported {report.copied} picks ({report.captions} captions)"
+        if report.failed:
+            text += f", {len(report.failed)} failed: " + "; ".join(
+                f"{f['path']}: {f['error']}" for f in report.failed[:3]
+            )
+        self.statusBar().showMessage(text, 15000)
 
     # -- import ----------------------------------------------------------------------------
 
@@ -159,35 +587,23 @@ class MainWindow(QMainWindow):
             self.start_import([Path(folder)])
 
     def start_import(self, paths: list[Path], copy: bool = False) -> JobHandle | None:
-        if self.project is None or self.import_handle is not None:
+        if self.project is None:
             return None
         root = self.project.root
-        handle = JobHandle(lambda token: import_job(root, paths, copy, token), self)
-        dialog = QProgressDialog("Importing…", "Cancel", 0, 0, self)
-        dialog.setWindowTitle("Import images")
-        dialog.setWindowModality(Qt.WindowModal)
-        dialog.setMinimumDuration(300)
-        dialog.canceled.connect(handle.cancel)
-        handle.progress.connect(lambda event: self._import_progress(dialog, event))
-        handle.succeeded.connect(self._import_done)
-        handle.failed.connect(lambda message: QMessageBox.critical(self, "Import", message))
-        handle.finished.connect(lambda: self._import_finished(dialog))
-        self.import_handle = handle
-        self._refresh()
-        handle.start()
-        return handle
-
-    def _import_progress(self, dialog: QProgressDialog, event: Progress) -> None:
-        if event.total:
-            dialog.setMaximum(event.total)
-            dialog.setValue(event.done)
-        rate = f"{event.rate:.0f} images/s · " if event.rate else ""
-        dialog.setLabelText(
-            f"Importing {event.done} of {event.total or '?'}\n{rate}ETA {format_eta(event.eta_s)}"
+        return self._start_job(
+            "Import images", lambda token: import_job(root, paths, copy, token), self._import_done
         )
 
     def _import_done(self, report: ImportReport) -> None:
+        focused = self.current_id()
         self.model.reload()
+        if self.project is not None:
+            self.filters.set_axes(self.project.catalog.sweep_axes())
+            self.filters.set_filter(self.model.image_filter)
+        if focused is not None:
+            self._focus_id(focused)
+        elif self.model.rowCount():
+            self._focus_row(0)
         text = (
             f"Imported {report.added} · duplicates {report.duplicates} · "
             f"relinked {report.relinked} · failed {len(report.failed)}"
@@ -196,48 +612,65 @@ class MainWindow(QMainWindow):
             text += " (canceled)"
         self.statusBar().showMessage(text, 15000)
         if report.failed:
-            details = "\n".join(f"{f['path']}: {f['error']}" for f in report.failed[:50])
+            details = "\n".join(f"{f['path']}: {f['error']}" for f in report.failed[:200])
             box = QMessageBox(QMessageBox.Warning, "Import", text, parent=self)
             box.setDetailedText(details)
             box.open()
+            self.import_report_box = box
 
-    def _import_finished(self, dialog: QProgressDialog) -> None:
+    # -- background jobs -------------------------------------------------------------------
+
+    def _start_job(self, title: str, factory: JobFactory, on_done: Any) -> JobHandle | None:
+        if self.job_handle is not None:
+            return None
+        handle = JobHandle(factory, self)
+        dialog = QProgressDialog(f"{title}…", "Cancel", 0, 0, self)
+        dialog.setWindowTitle(title)
+        dialog.setWindowModality(Qt.WindowModal)
+        dialog.setMinimumDuration(300)
+        dialog.canceled.connect(handle.cancel)
+        handle.progress.connect(lambda event: self._job_progress(dialog, title, event))
+        handle.succeeded.connect(on_done)
+        handle.failed.connect(lambda message: QMessageBox.critical(self, title, message))
+        handle.finished.connect(lambda: self._job_finished(dialog))
+        self.job_handle = handle
+        self._refresh()
+        handle.start()
+        return handle
+
+    def _job_progress(self, dialog: QProgressDialog, title: str, event: Progress) -> None:
+        if event.total:
+            dialog.setMaximum(event.total)
+            dialog.setValue(event.done)
+        rate = f"{event.rate:.0f}/s · " if event.rate else ""
+        dialog.setLabelText(
+            f"{title}: {event.done} of {event.total or '?'}\n{rate}ETA {format_eta(event.eta_s)}"
+        )
+
+    def _job_finished(self, dialog: QProgressDialog) -> None:
         dialog.reset()
         dialog.deleteLater()
-        self.import_handle = None
+        self.job_handle = None
         self._refresh()
 
-    # -- misc ------------------------------------------------------------------------------
+    # -- events ----------------------------------------------------------------------------
 
-    def _refresh(self) -> None:
-        has_project = self.project is not None
-        busy = self.import_handle is not None
-        self.import_action.setEnabled(has_project and not busy)
-        self.import_folder_action.setEnabled(has_project and not busy)
-        if self.project is None:
-            self.setWindowTitle("charstudio")
-            self.summary.setText("No project open: File > New Project or Open Project")
-            return
-        self.setWindowTitle(f"{self.project.name} — charstudio")
-        counts = self.project.catalog.decision_counts()
-        total = sum(counts.values())
-        self.summary.setText(
-            f"picked {counts['pick']} · rejected {counts['reject']} · "
-            f"unreviewed {counts['none']} · of {total}"
-        )
-
-    def about(self) -> None:
-        QMessageBox.about(
-            self,
-            "About charstudio",
-            f"charstudio {__version__}\nA workstation for consistent Stable Diffusion 1.5 "
-            "characters.",
-        )
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if (
+            event.type() == QEvent.KeyPress
+            and event.key() == Qt.Key_CapsLock  # type: ignore[attr-defined]
+            and self.isActiveWindow()
+        ):
+            self.auto_advance.toggle()
+        return False
 
     def closeEvent(self, event: Any) -> None:
-        if self.import_handle is not None:
-            self.import_handle.cancel()
-            self.import_handle.wait()
+        app = QApplication.instance()
+        if app is not None:
+            app.removeEventFilter(self)
+        if self.job_handle is not None:
+            self.job_handle.cancel()
+            self.job_handle.wait()
         self.model.set_project(None)
         if self.project is not None:
             self.project.close()

@@ -1,0 +1,180 @@
+"""Culling in the real window, driven by key presses; every assertion reads the catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QItemSelectionModel, QSettings, Qt
+from PySide6.QtTest import QAbstractItemModelTester
+
+from charstudio.catalog import Decision, Project
+from charstudio.catalog.importer import import_images
+from charstudio.jobs import run_job
+from charstudio.ui.main_window import GRID, LOUPE, SURVEY, MainWindow
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def project_root(make_png, tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    with Project.create(root, "Anna") as project:
+        for n in range(10):
+            make_png(project.images_dir / f"{n:02}.png", seed=n)
+        run_job(import_images(project, [project.images_dir]))
+    return root
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path, project_root: Path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.open_project(project_root)
+    window.show()
+    qtbot.waitExposed(window)
+    window.activateWindow()
+    window.grid.setFocus()
+    yield window
+    window.close()
+
+
+def decision(window: MainWindow, image_id: int) -> Decision:
+    assert window.project is not None
+    return window.project.catalog.decision(image_id)
+
+
+def press(qtbot, window: MainWindow, key: Qt.Key, modifier=Qt.NoModifier) -> None:
+    target = window.stack.currentWidget()
+    qtbot.keyClick(target, key, modifier)
+
+
+def test_model_passes_qt_model_tester(window: MainWindow) -> None:
+    QAbstractItemModelTester(window.model, QAbstractItemModelTester.FailureReportingMode.Fatal)
+    assert window.model.rowCount() == 10
+
+
+def test_flag_stars_labels_and_reasons_by_key(qtbot, window: MainWindow) -> None:
+    first = window.current_id()
+    assert first == 1
+    press(qtbot, window, Qt.Key_P)
+    assert decision(window, 1).flag == "pick"
+    press(qtbot, window, Qt.Key_3)
+    press(qtbot, window, Qt.Key_6)
+    assert decision(window, 1) == Decision(flag="pick", stars=3, color="red")
+    press(qtbot, window, Qt.Key_X)
+    assert decision(window, 1).flag == "reject"
+    press(qtbot, window, Qt.Key_U)
+    assert decision(window, 1).flag == "none"
+    press(qtbot, window, Qt.Key_L)
+    assert decision(window, 1) == Decision(
+        flag="reject", stars=3, color="red", reject_reason="off-look"
+    )
+    assert window.summary.text() == "picked 0 · rejected 1 · unreviewed 9 · of 10"
+
+
+def test_a_decision_applies_to_the_selection_and_undo_redo(qtbot, window: MainWindow) -> None:
+    selection = window.grid.selectionModel()
+    for row in (0, 1, 2):
+        selection.select(window.model.index(row), QItemSelectionModel.Select)
+    press(qtbot, window, Qt.Key_P)
+    assert [decision(window, i).flag for i in (1, 2, 3, 4)] == ["pick", "pick", "pick", "none"]
+    press(qtbot, window, Qt.Key_Z, Qt.ControlModifier)
+    assert [decision(window, i).flag for i in (1, 2, 3)] == ["none"] * 3
+    press(qtbot, window, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
+    assert [decision(window, i).flag for i in (1, 2, 3)] == ["pick"] * 3
+
+
+def test_shift_applies_and_advances_and_auto_advance(qtbot, window: MainWindow) -> None:
+    press(qtbot, window, Qt.Key_X, Qt.ShiftModifier)
+    assert decision(window, 1).flag == "reject"
+    assert window.current_id() == 2
+    press(qtbot, window, Qt.Key_P)
+    assert window.current_id() == 2  # no auto-advance yet
+    qtbot.keyClick(window.grid, Qt.Key_CapsLock)
+    assert window.auto_advance.isChecked()
+    press(qtbot, window, Qt.Key_2)
+    assert decision(window, 2).stars == 2
+    assert window.current_id() == 3
+
+
+def test_filters_keep_focus_and_persist(qtbot, window: MainWindow, project_root: Path) -> None:
+    for _ in range(3):
+        press(qtbot, window, Qt.Key_P, Qt.ShiftModifier)  # picks 1, 2, 3
+    window._focus_id(2)
+    window.filters.views.setCurrentRow(2)  # "Picked"
+    assert window.model.rowCount() == 3
+    assert window.current_id() == 2
+    assert window.summary.text().startswith("showing 3 · picked 3")
+    window.close()
+    with Project.open(project_root) as project:
+        assert project.catalog.get_setting("grid_filter")["view"] == "picked"
+    again = MainWindow(window.settings)
+    qtbot.addWidget(again)
+    again.open_project(project_root)
+    assert again.model.rowCount() == 3
+    assert again.filters.views.currentRow() == 2
+    again.close()
+
+
+def test_loupe_keys_act_on_the_shown_image(qtbot, window: MainWindow) -> None:
+    window._focus_id(4)
+    press(qtbot, window, Qt.Key_E)
+    assert window.stack.currentIndex() == LOUPE
+    assert window.loupe.current_key() == 4
+    press(qtbot, window, Qt.Key_Right)
+    assert window.loupe.current_key() == 5
+    press(qtbot, window, Qt.Key_P)
+    assert decision(window, 5).flag == "pick"
+    press(qtbot, window, Qt.Key_Escape)
+    assert window.stack.currentIndex() == GRID
+    assert window.current_id() == 5
+
+
+def test_rejecting_in_survey_removes_the_image(qtbot, window: MainWindow) -> None:
+    selection = window.grid.selectionModel()
+    for row in (0, 1, 2):
+        selection.select(window.model.index(row), QItemSelectionModel.Select)
+    press(qtbot, window, Qt.Key_N)
+    assert window.stack.currentIndex() == SURVEY
+    assert window.survey.keys() == [1, 2, 3]
+    focused = window.survey.focused_key()
+    press(qtbot, window, Qt.Key_X)
+    assert decision(window, focused).flag == "reject"
+    assert focused not in window.survey.keys()  # noqa: SIM118 (a list, not a dict)
+    assert len(window.survey.keys()) == 2
+
+
+def test_use_picks_and_export(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    for _ in range(2):
+        press(qtbot, window, Qt.Key_P, Qt.ShiftModifier)
+    window.use_picks()
+    assert window.project is not None
+    assert window.project.catalog.training_set()[1] == [1, 2]
+    handle = window.start_export(tmp_path / "picks")
+    with qtbot.waitSignal(handle.finished, timeout=10000):
+        pass
+    assert sorted(p.name for p in (tmp_path / "picks").iterdir()) == ["00.png", "01.png"]
+
+
+def test_cheat_sheet_lists_every_culling_key(qtbot, window: MainWindow) -> None:
+    window.show_cheat_sheet()
+    text = window.cheat_sheet.text()
+    for key in ("P", "X", "U", "Caps Lock", "Ctrl+Z", "off-look"):
+        assert key in text
+
+
+def test_screenshot_of_the_main_window(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    index = window.model.index(9)
+    qtbot.waitUntil(lambda: window.model.data(index, Qt.DecorationRole).width() == 64)
+    press(qtbot, window, Qt.Key_P)
+    image = window.grab().toImage()
+    path = tmp_path / "main_window.png"
+    assert image.save(str(path))
+    colors = {
+        image.pixelColor(x, y).rgb()
+        for x in range(0, image.width(), 37)
+        for y in range(0, image.height(), 37)
+    }
+    assert len(colors) > 20  # thumbnails and panels, not a blank window

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,9 @@ def export_job(root: Path, ids: list[int], dest: Path, token: CancelToken) -> Jo
 class MainWindow(QMainWindow):
     def __init__(self, settings: QSettings | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        # Worker threads (thumbnails, jobs) hold the GIL in turns of this length; the default
+        # 5 ms per turn shows up as GUI stalls, 1 ms keeps key presses and scrolling prompt.
+        sys.setswitchinterval(0.001)
         self.settings = settings or QSettings("charstudio", "charstudio")
         self.project: Project | None = None
         self.job_handle: JobHandle | None = None

@@ -41,7 +41,9 @@ class ThumbnailLoader(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(max(1, min(4, QThreadPool.globalInstance().maxThreadCount())))
+        # Leave a core to the GUI thread: on a 2-core machine one worker keeps scrolling smooth.
+        cores = QThreadPool.globalInstance().maxThreadCount()
+        self._pool.setMaxThreadCount(max(1, min(4, cores - 1)))
         self._signals = _Signals()
         self._signals.loaded.connect(self._on_loaded)
         self._pending: set[int] = set()

@@ -139,6 +139,10 @@ def test_rejecting_in_survey_removes_the_image(qtbot, window: MainWindow) -> Non
     press(qtbot, window, Qt.Key_N)
     assert window.stack.currentIndex() == SURVEY
     assert window.survey.keys() == [1, 2, 3]
+    assert "00.png" in window.info.text.toPlainText()  # the info panel follows the survey
+    press(qtbot, window, Qt.Key_Right)
+    assert "01.png" in window.info.text.toPlainText()
+    assert len(window.grid.selectionModel().selectedIndexes()) == 3  # selection kept
     focused = window.survey.focused_key()
     press(qtbot, window, Qt.Key_X)
     assert decision(window, focused).flag == "reject"

@@ -99,6 +99,22 @@ class GridDelegate(QStyledItemDelegate):
     def __init__(self, cell: int, parent: object = None) -> None:
         super().__init__(parent)
         self.cell = cell
+        # Thumbnails scaled to the current cell size: smooth scaling on every paint would
+        # cost more than the rest of the cell's painting together.
+        self._scaled: dict[tuple[int, int, int], QPixmap] = {}
+
+    def clear_cache(self) -> None:
+        self._scaled.clear()
+
+    def scaled(self, pixmap: QPixmap, width: int, height: int) -> QPixmap:
+        key = (pixmap.cacheKey(), width, height)
+        found = self._scaled.get(key)
+        if found is None:
+            if len(self._scaled) > 2000:
+                self._scaled.clear()
+            found = pixmap.scaled(width, height, Qt.KeepAspectRatio, Qt.SmoothTransformation)
+            self._scaled[key] = found
+        return found
 
     def sizeHint(
         self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
@@ -121,10 +137,10 @@ class GridDelegate(QStyledItemDelegate):
         decision: Decision = index.data(DecisionRole) or Decision()
         if pixmap is not None and not pixmap.isNull():
             inner = rect.adjusted(MARGIN, MARGIN, -MARGIN, -MARGIN)
-            scaled = pixmap.size().scaled(inner.size(), Qt.KeepAspectRatio)
+            scaled = self.scaled(pixmap, inner.width(), inner.height())
             target = QRect(0, 0, scaled.width(), scaled.height())
             target.moveCenter(inner.center())
-            painter.drawPixmap(target, pixmap)
+            painter.drawPixmap(target.topLeft(), scaled)
             if decision.flag == "reject":  # dim rejects, as Lightroom does
                 painter.fillRect(target, QColor(0, 0, 0, 150))
         draw_decision(painter, rect, decision)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 from typing import Any
 
@@ -66,6 +67,11 @@ class ImageGridModel(QAbstractListModel):
     def image_filter(self) -> ImageFilter:
         return self._filter
 
+    def shutdown(self) -> None:
+        """Stop thumbnail work before the window goes away."""
+        self._loader.clear()
+        self._loader.wait()
+
     def set_project(self, project: Project | None, image_filter: ImageFilter | None = None) -> None:
         self._loader.clear()
         self._project = project
@@ -82,6 +88,10 @@ class ImageGridModel(QAbstractListModel):
         project = self._project
         self._records = {r.id or 0: r for r in project.catalog.images()} if project else {}
         self._decisions = project.catalog.decisions() if project else {}
+        # Tens of thousands of long-lived records make every full garbage collection slow,
+        # which shows as a GUI stall; they live as long as the project, so exempt them.
+        gc.collect()
+        gc.freeze()
         self._apply_filter()
 
     def _apply_filter(self) -> None:
@@ -183,6 +193,7 @@ class ImageGridView(QListView):
     def set_cell_size(self, size: int) -> None:
         size = max(MIN_CELL, min(MAX_CELL, int(size)))
         self._delegate.cell = size
+        self._delegate.clear_cache()
         self.setIconSize(QSize(size, size))
         self.setGridSize(QSize(size, size))
         self.cellSizeChanged.emit(size)

@@ -318,7 +318,10 @@ class MainWindow(QMainWindow):
 
     def _focus_row(self, row: int) -> None:
         index = self.model.index(row)
-        self.grid.selectionModel().setCurrentIndex(index, QItemSelectionModel.ClearAndSelect)
+        # In the survey the grid's selection is what is being compared: move only the focus.
+        keep = self.stack.currentIndex() == SURVEY
+        flags = QItemSelectionModel.NoUpdate if keep else QItemSelectionModel.ClearAndSelect
+        self.grid.selectionModel().setCurrentIndex(index, flags)
         self.grid.scrollTo(index)
 
     def _focus_id(self, image_id: int | None) -> None:
@@ -465,6 +468,7 @@ class MainWindow(QMainWindow):
         self.survey.set_items(self._items(ids), ids[0])
         self.stack.setCurrentIndex(SURVEY)
         self.survey.setFocus()
+        self._show_info()
 
     def show_grid(self) -> None:
         focused = self.current_id()
@@ -675,6 +679,7 @@ class MainWindow(QMainWindow):
         if self.job_handle is not None:
             self.job_handle.cancel()
             self.job_handle.wait()
+        self.model.shutdown()
         self.model.set_project(None)
         if self.project is not None:
             self.project.close()

@@ -6,6 +6,7 @@ the GUI thread when the ``loaded`` signal arrives.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
@@ -30,7 +31,9 @@ class _LoadTask(QRunnable):
             image = QImageReader(str(path)).read()
         except Exception:  # missing or unreadable source: the grid shows "missing file"
             image = QImage()
-        self.signals.loaded.emit(self.key, image)
+        # The loader may have gone away (window closed) while this task ran.
+        with contextlib.suppress(RuntimeError):
+            self.signals.loaded.emit(self.key, image)
 
 
 class ThumbnailLoader(QObject):

@@ -109,8 +109,11 @@ def test_stats_and_training_set(project: Project) -> None:
             "unspecified": 1,
         },
     }
+    assert ids(project, view="training") == []
     set_id = project.catalog.create_training_set("picks", ids(project, view="picked"))
     assert project.catalog.training_set() == (set_id, [1, 2, 3])
+    project.catalog.decide([1], "unpick", flag="none")  # the set keeps what it was made of
+    assert ids(project, view="training") == [1, 2, 3]
 
 
 def test_export_copies_picks_with_captions(make_png, tmp_path: Path) -> None:

@@ -9,14 +9,15 @@ from typing import Any
 
 from charstudio.catalog.records import COLORS, REJECT_REASONS
 
-VIEWS = ("all", "unreviewed", "picked", "rejected")
+VIEWS = ("all", "unreviewed", "picked", "rejected", "training")
 SORTS = {"time": "i.added_at", "seed": "i.seed", "stars": "d.stars", "name": "i.path"}
 
 
 @dataclass(frozen=True)
 class ImageFilter:
     """What the grid shows: a view (all/unreviewed/picked/rejected, optionally one reject
-    reason), minimum stars, a colour label, sweep axis values, prompt text, and a sort."""
+    reason, or the newest training set), minimum stars, a colour label, sweep axis values,
+    prompt text, and a sort."""
 
     view: str = "all"
     reject_reason: str | None = None
@@ -63,6 +64,11 @@ class ImageFilter:
             if self.reject_reason:
                 where.append("d.reject_reason = ?")
                 args.append(self.reject_reason)
+        elif self.view == "training":
+            where.append(
+                "i.id IN (SELECT image_id FROM training_set_images "
+                "WHERE set_id = (SELECT max(id) FROM training_sets))"
+            )
         if self.min_stars:
             where.append("d.stars >= ?")
             args.append(self.min_stars)

@@ -239,4 +239,9 @@ def format_prompt_report(report: Mapping[str, Any]) -> str:
     for i, chunk in enumerate(report["chunks"], start=1):
         lines.append(f"  {i}: {chunk['tokens']}/{CHUNK_LENGTH}")
     lines.append(f"Tokens: {report['counter']}")
+    for network in report.get("extra_networks", []):
+        args = ":".join(network["args"])
+        lines.append(
+            f"Extra network: {network['kind']} {network['name']}" + (f" ({args})" if args else "")
+        )
     return "\n".join(lines)

@@ -35,6 +35,7 @@ class FilterPanel(QWidget):
             ("Rejected", "rejected", None),
         ]
         entries += [(f"    {REASON_TEXT[r]}", "rejected", r) for r in REJECT_REASONS]
+        entries += [("Training set (collection)", "training", None)]
         for label, view, reason in entries:
             item = QListWidgetItem(label)
             item.setData(256, (view, reason))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QItemSelectionModel, QSettings, Qt
+from PySide6.QtCore import QEvent, QItemSelectionModel, QSettings, Qt
 from PySide6.QtTest import QAbstractItemModelTester
+from PySide6.QtWidgets import QApplication
 
 from charstudio.catalog import Decision, Project
 from charstudio.catalog.importer import import_images
@@ -97,6 +98,22 @@ def test_shift_applies_and_advances_and_auto_advance(qtbot, window: MainWindow) 
     press(qtbot, window, Qt.Key_2)
     assert decision(window, 2).stars == 2
     assert window.current_id() == 3
+    qtbot.keyClick(window.grid, Qt.Key_CapsLock)
+    assert not window.auto_advance.isChecked()
+
+
+def test_caps_lock_state_is_read_from_letters(qtbot, window: MainWindow) -> None:
+    # With Caps Lock on, P arrives as "P" without Shift: pick and advance.
+    qtbot.keyClick(window.grid, Qt.Key_P, Qt.NoModifier)  # "p": Caps Lock off
+    assert window.current_id() == 1 and not window.auto_advance.isChecked()
+    window.grid.setFocus()
+    event_text = "X"
+    from PySide6.QtGui import QKeyEvent
+
+    QApplication.sendEvent(
+        window.grid, QKeyEvent(QEvent.KeyPress, Qt.Key_X, Qt.NoModifier, event_text)
+    )
+    assert window.auto_advance.isChecked()
 
 
 def test_filters_keep_focus_and_persist(qtbot, window: MainWindow, project_root: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, QItemSelectionModel, QObject, QSettings, Qt
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -72,6 +72,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings("charstudio", "charstudio")
         self.project: Project | None = None
         self.job_handle: JobHandle | None = None
+        self._caps_lock = False
         self.setWindowTitle("charstudio")
         self.resize(1440, 900)
 
@@ -664,12 +665,26 @@ class MainWindow(QMainWindow):
     # -- events ----------------------------------------------------------------------------
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if (
-            event.type() == QEvent.KeyPress
-            and event.key() == Qt.Key_CapsLock  # type: ignore[attr-defined]
-            and self.isActiveWindow()
-        ):
-            self.auto_advance.toggle()
+        """Auto-advance follows Caps Lock, as in Lightroom. Qt does not report the lock's
+        state, so it is read from letters (upper case without Shift means Caps Lock is on)
+        and from presses of the Caps Lock key itself."""
+        # A key event visits the focus widget first, then its parents: act on the first visit.
+        # Letters that are shortcuts arrive only as ShortcutOverride, before the shortcut runs.
+        kinds = (QEvent.KeyPress, QEvent.ShortcutOverride)
+        if event.type() not in kinds or watched is not self.focusWidget():
+            return False
+        key_event: QKeyEvent = event  # type: ignore[assignment]
+        if key_event.key() == Qt.Key_CapsLock:
+            if event.type() == QEvent.KeyPress:
+                self.auto_advance.toggle()
+            return False
+        text = key_event.text()
+        if len(text) == 1 and text.lower() != text.upper():
+            shift = bool(key_event.modifiers() & Qt.ShiftModifier)
+            caps_on = text.isupper() != shift
+            if caps_on != self._caps_lock:
+                self._caps_lock = caps_on
+                self.auto_advance.setChecked(caps_on)
         return False
 
     def closeEvent(self, event: Any) -> None:

@@ -25,6 +25,7 @@ def window(qtbot, tmp_path: Path):
 def test_without_a_project_import_is_disabled(window: MainWindow) -> None:
     assert not window.import_action.isEnabled()
     assert "No project open" in window.summary.text()
+    assert "New Project" in window.grid.empty_text
 
 
 def test_import_runs_in_the_background_and_fills_the_grid(
@@ -77,3 +78,24 @@ def test_opening_a_non_project_warns_and_keeps_the_current_one(
     assert not window.open_project(tmp_path / "empty")
     assert "not a charstudio project" in warnings[0]
     assert window.project is not None and window.project.name == "Anna"
+
+
+def test_new_project_dialog_creates_the_folder_from_the_name(
+    window: MainWindow, tmp_path: Path, monkeypatch
+) -> None:
+    from charstudio.ui.new_project_dialog import NewProjectDialog
+
+    def fill_and_accept(dialog: NewProjectDialog) -> int:
+        dialog.location.setText(str(tmp_path))
+        dialog.name.setText("French Lady")
+        assert dialog.buttons.button(dialog.buttons.StandardButton.Ok).isEnabled()
+        assert "fr3nch" not in dialog.folder_label.text()
+        dialog.token.setText("fr3nchl4dy")
+        return NewProjectDialog.Accepted
+
+    monkeypatch.setattr(NewProjectDialog, "exec", fill_and_accept)
+    window.new_project()
+    assert window.project is not None
+    assert window.project.root == tmp_path / "French-Lady"
+    assert (window.project.name, window.project.token) == ("French Lady", "fr3nchl4dy")
+    assert "No images yet" in window.grid.empty_text

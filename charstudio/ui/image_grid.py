@@ -14,7 +14,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QColor, QImage, QPainter, QPixmap, QWheelEvent
+from PySide6.QtGui import QColor, QImage, QPainter, QPaintEvent, QPixmap, QWheelEvent
 from PySide6.QtWidgets import QListView, QWidget
 
 from charstudio.catalog import Decision, ImageRecord, Project
@@ -186,6 +186,24 @@ class ImageGridView(QListView):
         self._delegate = GridDelegate(DEFAULT_CELL, self)
         self.setItemDelegate(self._delegate)
         self.set_cell_size(DEFAULT_CELL)
+
+    empty_text = ""
+
+    def set_empty_text(self, text: str) -> None:
+        """What the grid says when it shows nothing (no project, no images, filter too tight)."""
+        self.empty_text = text
+        self.viewport().update()
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        super().paintEvent(event)
+        if self.model() is not None and self.model().rowCount() == 0 and self.empty_text:
+            painter = QPainter(self.viewport())
+            painter.setPen(QColor(170, 170, 175))
+            font = painter.font()
+            font.setPointSizeF(font.pointSizeF() * 1.2)
+            painter.setFont(font)
+            painter.drawText(self.viewport().rect(), Qt.AlignCenter, self.empty_text)
+            painter.end()
 
     def cell_size(self) -> int:
         return self._delegate.cell

@@ -12,7 +12,6 @@ from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
     QFileDialog,
-    QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -35,6 +34,7 @@ from charstudio.ui.image_grid import MAX_CELL, MIN_CELL, ImageGridModel, ImageGr
 from charstudio.ui.info_panel import InfoPanel
 from charstudio.ui.jobs import JobFactory, JobHandle
 from charstudio.ui.loupe import LoupeItem, LoupeView
+from charstudio.ui.new_project_dialog import NewProjectDialog
 from charstudio.ui.survey import SurveyView
 
 MAX_RECENT = 10
@@ -252,17 +252,17 @@ class MainWindow(QMainWindow):
     # -- projects --------------------------------------------------------------------------
 
     def new_project(self) -> None:
-        folder = QFileDialog.getSaveFileName(self, "New character project folder")[0]
-        if not folder:
-            return
-        name, ok = QInputDialog.getText(self, "New project", "Character name:")
-        if not ok or not name.strip():
+        dialog = NewProjectDialog(Path(str(self.settings.value("projects_dir", Path.home()))), self)
+        if dialog.exec() != NewProjectDialog.Accepted:
             return
         try:
-            project = Project.create(Path(folder), name)
+            project = Project.create(
+                dialog.project_folder(), dialog.name.text(), dialog.token_text()
+            )
         except CatalogError as exc:
             QMessageBox.warning(self, "New project", str(exc))
             return
+        self.settings.setValue("projects_dir", dialog.location.text())
         self._set_project(project)
 
     def choose_project(self) -> None:
@@ -512,9 +512,18 @@ class MainWindow(QMainWindow):
         if self.project is None:
             self.setWindowTitle("charstudio")
             self.summary.setText("No project open: File > New Project or Open Project")
+            self.grid.set_empty_text(
+                "No project open\n\nFile > New Project… (Ctrl+N) to start a character\n"
+                "File > Open Project… (Ctrl+O) to continue one"
+            )
             return
         self.setWindowTitle(f"{self.project.name} — charstudio")
         stats = self.project.catalog.stats()
+        self.grid.set_empty_text(
+            "No images match this filter"
+            if stats["total"]
+            else "No images yet\n\nFile > Import Folder… (Ctrl+Shift+I) adds generated images"
+        )
         text = (
             f"picked {stats['picked']} · rejected {stats['rejected']} · "
             f"unreviewed {stats['unreviewed']} · of {stats['total']}"

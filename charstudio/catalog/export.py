@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from charstudio.catalog.files import copy_atomic, free_path
 from charstudio.catalog.project import Project
 from charstudio.jobs.protocol import CancelToken, Job, ProgressClock
 
@@ -27,25 +26,6 @@ class ExportReport:
             "failed": self.failed,
             "canceled": self.canceled,
         }
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.part")
-    try:
-        shutil.copy2(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _free_name(folder: Path, name: str, taken: set[str]) -> Path:
-    stem, suffix = Path(name).stem, Path(name).suffix
-    candidate, n = name, 1
-    while candidate.lower() in taken or (folder / candidate).exists():
-        candidate = f"{stem}-{n}{suffix}"
-        n += 1
-    taken.add(candidate.lower())
-    return folder / candidate
 
 
 def export_images(
@@ -69,12 +49,12 @@ def export_images(
             break
         source = project.file_path(project.catalog.image(image_id).path)
         try:
-            target = _free_name(dest, source.name, taken)
-            _copy_atomic(source, target)
+            target = free_path(dest, source.name, taken)
+            copy_atomic(source, target)
             report.copied += 1
             caption = source.with_suffix(".txt")
             if caption.is_file():
-                _copy_atomic(caption, target.with_suffix(".txt"))
+                copy_atomic(caption, target.with_suffix(".txt"))
                 report.captions += 1
         except OSError as exc:
             report.failed.append({"path": str(source), "error": exc.strerror or str(exc)})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sqlite3
 from collections import deque
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from charstudio.catalog.files import copy_atomic, free_path
 from charstudio.catalog.project import Project
 from charstudio.catalog.records import ImageRecord
 from charstudio.jobs.protocol import CancelToken, Job, ProgressClock
@@ -126,25 +126,10 @@ def _record(catalog_path: str, item: _Examined, job_id: int | None) -> ImageReco
     return record
 
 
-def _unique_destination(folder: Path, name: str) -> Path:
-    candidate = folder / name
-    stem, suffix = Path(name).stem, Path(name).suffix
-    n = 1
-    while candidate.exists():
-        candidate = folder / f"{stem}-{n}{suffix}"
-        n += 1
-    return candidate
-
-
 def _copy_into(project: Project, source: Path) -> Path:
-    """Copy ``source`` into the project's images/ atomically (temporary name, then rename)."""
-    dest = _unique_destination(project.images_dir, source.name)
-    tmp = dest.with_name(f".{dest.name}.part")
-    try:
-        shutil.copy2(source, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Copy ``source`` into the project's images/ under a free name, atomically."""
+    dest = free_path(project.images_dir, source.name)
+    copy_atomic(source, dest)
     return dest
 
 

@@ -781,3 +781,17 @@ class ImageCanvas(QWidget):
             painter.drawText(QRectF(box.left() + pad, y, width, text_height), Qt.TextWordWrap, text)
             y += text_height + pad // 2
         painter.restore()
+
+
+def claims_shortcut(event: QEvent, handled: frozenset[int]) -> bool:
+    """Accept a ShortcutOverride for one of a view's own plain keys, so window-level
+    shortcuts (an Esc or Z action elsewhere) cannot take it while the view has focus."""
+    if (
+        event.type() == QEvent.ShortcutOverride
+        and isinstance(event, QKeyEvent)
+        and event.key() in handled
+        and not (event.modifiers() & ~Qt.KeypadModifier)
+    ):
+        event.accept()
+        return True
+    return False

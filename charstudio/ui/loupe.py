@@ -14,7 +14,7 @@ from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QImage, QKeyEvent
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from charstudio.ui.image_canvas import ImageCanvas, ImageLoader
+from charstudio.ui.image_canvas import ImageCanvas, ImageLoader, claims_shortcut
 
 PRELOAD_PRIORITY, CURRENT_PRIORITY = 0, 1
 
@@ -129,17 +129,7 @@ class LoupeView(QWidget):
     # -- keys ------------------------------------------------------------------------------
 
     def event(self, event: QEvent) -> bool:
-        # Claim our keys before window-level shortcuts see them (an Esc or Z action elsewhere
-        # must not steal them while the loupe has focus).
-        if (
-            event.type() == QEvent.ShortcutOverride
-            and isinstance(event, QKeyEvent)
-            and event.key() in self.HANDLED_KEYS
-            and is_plain(event)
-        ):
-            event.accept()
-            return True
-        return super().event(event)
+        return claims_shortcut(event, self.HANDLED_KEYS) or super().event(event)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         key = event.key()

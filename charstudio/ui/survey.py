@@ -12,7 +12,14 @@ from PySide6.QtCore import QEvent, QRect, Qt, Signal
 from PySide6.QtGui import QImage, QKeyEvent, QPainter, QPaintEvent, QResizeEvent
 from PySide6.QtWidgets import QWidget
 
-from charstudio.ui.image_canvas import BACKGROUND, ImageCanvas, ImageLoader, Overlay, ViewState
+from charstudio.ui.image_canvas import (
+    BACKGROUND,
+    ImageCanvas,
+    ImageLoader,
+    Overlay,
+    ViewState,
+    claims_shortcut,
+)
 from charstudio.ui.loupe import LoupeItem, is_plain
 
 MAX_ITEMS = 8
@@ -246,16 +253,7 @@ class SurveyView(QWidget):
     # -- keys ------------------------------------------------------------------------------
 
     def event(self, event: QEvent) -> bool:
-        # Claim our keys before window-level shortcuts see them.
-        if (
-            event.type() == QEvent.ShortcutOverride
-            and isinstance(event, QKeyEvent)
-            and event.key() in self.HANDLED_KEYS
-            and is_plain(event)
-        ):
-            event.accept()
-            return True
-        return super().event(event)
+        return claims_shortcut(event, self.HANDLED_KEYS) or super().event(event)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         key = event.key()

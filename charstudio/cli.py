@@ -224,6 +224,34 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from charstudio.jobs.queue import JobQueue
+
+    with Project.open(Path(args.project)) as project:
+        queue = JobQueue(project)
+        if args.run:
+            queue.recover()
+            while job := run_job(queue.run_next(), None if args.json else _stderr_progress):
+                if not args.json:
+                    print(f"job {job.id} ({job.kind}): {job.status} {job.error or ''}".rstrip())
+        rows = [
+            {
+                "id": j.id,
+                "kind": j.kind,
+                "status": j.status,
+                "created_at": j.created_at,
+                "error": j.error,
+            }
+            for j in queue.jobs()
+        ]
+    if args.json:
+        _print_json(rows)
+    elif not args.run:
+        for row in rows:
+            print(f"{row['id']:>5}  {row['kind']:<10} {row['status']:<9} {row['created_at']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="charstudio",
@@ -270,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--stars", type=int, choices=range(6))
     sub.add_argument("--color", choices=(*COLORS, "none"))
     sub.add_argument("--reason", choices=REJECT_REASONS, help="reject reason (implies reject)")
+
+    sub = verb("jobs", cmd_jobs, "list the project's jobs; --run works through the queue")
+    sub.add_argument("project")
+    sub.add_argument("--run", action="store_true", help="run queued (and interrupted) jobs")
 
     sub = verbs.add_parser("gui", help="open the app (the default)")
     sub.add_argument("project", nargs="?")

@@ -1,0 +1,148 @@
+"""The project's persistent job queue.
+
+Jobs are rows of the catalog's ``jobs`` table, so queued work survives a restart. One
+worker serves the queue (the GPU is one resource): ``run_next`` claims the oldest queued
+job, runs it and records how it ended. A job left ``running`` by a crash is put back in the
+queue when the project is opened again; jobs are written to be re-run safely (an import
+skips what it already added, training resumes from its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from charstudio.catalog.catalog import Catalog
+from charstudio.catalog.project import Project
+from charstudio.jobs.protocol import CancelToken, Job, JobCanceled
+
+# kind → function(project, params, cancel) returning the job generator
+JobFactory = Callable[[Project, dict[str, Any], CancelToken], Job[Any]]
+
+
+def _import_factory(project: Project, params: dict[str, Any], cancel: CancelToken) -> Job[Any]:
+    from charstudio.catalog.importer import import_images
+
+    report = yield from import_images(
+        project, params["paths"], copy=bool(params.get("copy")), cancel=cancel
+    )
+    return report.to_json()
+
+
+BUILTIN_KINDS: dict[str, JobFactory] = {"import": _import_factory}
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    id: int
+    kind: str
+    params: dict[str, Any]
+    status: str
+    created_at: str
+    error: str | None = None
+
+
+class JobQueue:
+    def __init__(self, project: Project, kinds: Mapping[str, JobFactory] | None = None) -> None:
+        self.project = project
+        self.kinds = dict(BUILTIN_KINDS if kinds is None else kinds)
+
+    @property
+    def _catalog(self) -> Catalog:
+        return self.project.catalog
+
+    def submit(self, kind: str, params: dict[str, Any]) -> int:
+        if kind not in self.kinds:
+            raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(self.kinds))}")
+        json.dumps(params)  # parameters must survive being stored
+        return self._catalog.create_job(kind, params, status="queued")
+
+    def jobs(self, statuses: tuple[str, ...] | None = None) -> list[QueuedJob]:
+        query = "SELECT id, kind, params, status, created_at, error FROM jobs"
+        args: list[Any] = []
+        if statuses:
+            query += f" WHERE status IN ({','.join('?' * len(statuses))})"
+            args = list(statuses)
+        with self._catalog.transaction() as conn:
+            rows = conn.execute(query + " ORDER BY id", args).fetchall()
+        return [QueuedJob(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    def pending(self) -> list[QueuedJob]:
+        return self.jobs(("queued",))
+
+    def recover(self) -> list[int]:
+        """Put jobs a crash left ``running`` (or ``paused``) back in the queue."""
+        with self._catalog.transaction() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM jobs WHERE status IN ('running', 'paused') ORDER BY id"
+                )
+            ]
+            conn.executemany(
+                "UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ?",
+                [(i,) for i in ids],
+            )
+        return ids
+
+    def cancel_queued(self, job_id: int) -> bool:
+        with self._catalog.transaction() as conn:
+            changed = conn.execute(
+                "UPDATE jobs SET status = 'canceled' WHERE id = ? AND status = 'queued'",
+                (job_id,),
+            ).rowcount
+        return bool(changed)
+
+    def _claim(self) -> QueuedJob | None:
+        """Mark the oldest queued job running, in one transaction (one worker at a time)."""
+        from charstudio.catalog.records import utc_now
+
+        with self._catalog.transaction() as conn:
+            row = conn.execute(
+                "SELECT id, kind, params, status, created_at FROM jobs "
+                "WHERE status = 'queued' ORDER BY id LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE jobs SET status = 'running', started_at = ?, error = NULL WHERE id = ?",
+                (utc_now(), row[0]),
+            )
+        return QueuedJob(row[0], row[1], json.loads(row[2]), "running", row[4])
+
+    def run_next(self, cancel: CancelToken | None = None) -> Job[QueuedJob | None]:
+        """Run the oldest queued job; yields its progress, returns it with its final status
+        (None when the queue is empty). A failing job is recorded, never raised."""
+        job = self._claim()
+        if job is None:
+            return None
+        cancel = cancel or CancelToken()
+        try:
+            factory = self.kinds[job.kind]
+            gen = factory(self.project, job.params, cancel)
+            while True:
+                try:
+                    event = next(gen)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                if event.fraction is not None:
+                    self._catalog.update_job(job.id, progress=event.fraction)
+                yield event
+                if cancel.canceled:
+                    raise JobCanceled()
+        except JobCanceled:
+            self._catalog.update_job(job.id, status="canceled")
+            return QueuedJob(job.id, job.kind, job.params, "canceled", job.created_at)
+        except Exception as exc:  # recorded for the artist; the worker keeps serving the queue
+            message = f"{type(exc).__name__}: {exc}"
+            self._catalog.update_job(job.id, status="failed", error=message)
+            traceback.print_exc()
+            return QueuedJob(job.id, job.kind, job.params, "failed", job.created_at, message)
+        # A job may stop early on its own when canceled and still return what it finished.
+        status = "canceled" if cancel.canceled else "done"
+        self._catalog.update_job(job.id, status=status, progress=1.0, result=result)
+        return QueuedJob(job.id, job.kind, job.params, status, job.created_at)

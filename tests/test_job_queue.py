@@ -1,0 +1,115 @@
+"""The persistent job queue: submit, run in order, record outcomes, survive a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from charstudio.catalog import Project
+from charstudio.jobs import CancelToken, ProgressClock, run_job
+from charstudio.jobs.queue import BUILTIN_KINDS, JobQueue
+
+
+def counting_job(project: Project, params: dict[str, Any], cancel: CancelToken):
+    clock = ProgressClock(params["n"])
+    for i in range(params["n"]):
+        cancel.raise_if_canceled()
+        if params.get("fail_at") == i:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        yield clock(i + 1)
+    return {"counted": params["n"]}
+
+
+KINDS = {**BUILTIN_KINDS, "count": counting_job}
+
+
+@pytest.fixture
+def project(tmp_path: Path):
+    with Project.create(tmp_path / "p", "Anna") as project:
+        yield project
+
+
+def test_jobs_run_in_submission_order_and_record_results(project: Project) -> None:
+    queue = JobQueue(project, KINDS)
+    first = queue.submit("count", {"n": 3})
+    second = queue.submit("count", {"n": 2})
+    assert [j.id for j in queue.pending()] == [first, second]
+    done = run_job(queue.run_next())
+    assert (done.id, done.status) == (first, "done")
+    assert project.catalog.job(first)["result"] == '{"counted": 3}'
+    assert project.catalog.job(first)["progress"] == 1.0
+    assert [j.id for j in queue.pending()] == [second]
+    run_job(queue.run_next())
+    assert run_job(queue.run_next()) is None
+
+
+def test_a_failing_job_is_recorded_and_the_queue_goes_on(project: Project) -> None:
+    queue = JobQueue(project, KINDS)
+    bad = queue.submit("count", {"n": 5, "fail_at": 2})
+    good = queue.submit("count", {"n": 1})
+    result = run_job(queue.run_next())
+    assert result.status == "failed" and "out of memory" in (result.error or "")
+    assert project.catalog.job(bad)["status"] == "failed"
+    assert run_job(queue.run_next()).id == good
+
+
+def test_cancel_while_running_and_while_queued(project: Project) -> None:
+    queue = JobQueue(project, KINDS)
+    running = queue.submit("count", {"n": 10})
+    waiting = queue.submit("count", {"n": 1})
+    assert queue.cancel_queued(waiting)
+    token = CancelToken()
+    job = queue.run_next(token)
+    next(job)
+    token.cancel()
+    assert run_job(job).status == "canceled"
+    assert project.catalog.job(running)["status"] == "canceled"
+    assert queue.pending() == []
+
+
+def test_queued_and_interrupted_jobs_survive_a_restart(project: Project, tmp_path: Path) -> None:
+    queue = JobQueue(project, KINDS)
+    interrupted = queue.submit("count", {"n": 3})
+    queued = queue.submit("count", {"n": 1})
+    job = queue.run_next()
+    next(job)  # running... and the app is killed here
+    project.close()
+    with Project.open(tmp_path / "p") as reopened:
+        queue = JobQueue(reopened, KINDS)
+        assert queue.recover() == [interrupted]
+        assert [j.id for j in queue.pending()] == [interrupted, queued]
+        assert run_job(queue.run_next()).status == "done"
+
+
+def test_unknown_kinds_and_unstorable_params_are_refused(project: Project) -> None:
+    queue = JobQueue(project, KINDS)
+    with pytest.raises(ValueError, match="unknown job kind"):
+        queue.submit("paint", {})
+    with pytest.raises(TypeError):
+        queue.submit("count", {"n": object()})
+
+
+def test_the_import_kind_runs_from_the_queue(project: Project, make_png, tmp_path: Path) -> None:
+    make_png(tmp_path / "in" / "a.png", seed=1)
+    queue = JobQueue(project)
+    job_id = queue.submit("import", {"paths": [str(tmp_path / "in")], "copy": True})
+    assert run_job(queue.run_next()).status == "done"
+    assert project.catalog.image_count() == 1
+    assert '"added": 1' in project.catalog.job(job_id)["result"]
+
+
+def test_jobs_command_lists_and_runs_the_queue(project, make_png, tmp_path, capsys) -> None:
+    import json
+
+    from charstudio.cli import main
+
+    make_png(tmp_path / "in" / "a.png", seed=1)
+    JobQueue(project).submit("import", {"paths": [str(tmp_path / "in")]})
+    root = str(project.root)
+    project.close()
+    assert main(["jobs", root, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["status"] == "queued"
+    assert main(["jobs", root, "--run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["status"] == "done"

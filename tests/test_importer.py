@@ -192,8 +192,9 @@ def test_cancel_stops_between_files(project: Project, make_png, tmp_path: Path) 
 
 def test_killed_mid_import_leaves_only_whole_rows(project, make_png, tmp_path) -> None:
     folder = tmp_path / "big"
-    for n in range(400):
-        make_png(folder / f"{n:03}.png", seed=n, size=96)
+    total = 1000  # enough that the import is still running when it is killed
+    for n in range(total):
+        make_png(folder / f"{n:04}.png", seed=n, size=96)
     project.close()
     catalog = project.root / CATALOG_NAME
     proc = subprocess.Popen(
@@ -216,10 +217,10 @@ def test_killed_mid_import_leaves_only_whole_rows(project, make_png, tmp_path) -
         conn = reopened.catalog.conn
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         n_images = reopened.catalog.image_count()
-        assert 20 <= n_images < 400
+        assert 20 <= n_images < total
         # Every row is whole: it has its decision and its copied file.
         assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == n_images
         assert reopened.missing_image_ids() == []
         report = _import(reopened, folder, copy=True)
-        assert report.added + report.duplicates == 400
-        assert reopened.catalog.image_count() == 400
+        assert report.added + report.duplicates == total
+        assert reopened.catalog.image_count() == total

@@ -38,11 +38,10 @@ def test_import_runs_in_the_background_and_fills_the_grid(
     assert window.open_project(tmp_path / "proj")
     assert window.windowTitle().startswith("Anna")
 
-    handle = window.start_import([tmp_path / "out"])
-    assert handle is not None
-    assert not window.import_action.isEnabled()  # one import at a time
-    with qtbot.waitSignal(handle.finished, timeout=20000):
-        pass
+    assert window.queue_worker is not None
+    with qtbot.waitSignal(window.queue_worker.jobFinished, timeout=20000) as finished:
+        job_id = window.start_import([tmp_path / "out"])
+    assert finished.args[0].id == job_id and finished.args[0].status == "done"
     qtbot.waitUntil(lambda: window.model.rowCount() == 12)
     assert window.import_action.isEnabled()
     assert window.summary.text() == "picked 0 · rejected 0 · unreviewed 12 · of 12"
@@ -99,3 +98,25 @@ def test_new_project_dialog_creates_the_folder_from_the_name(
     assert window.project.root == tmp_path / "French-Lady"
     assert (window.project.name, window.project.token) == ("French Lady", "fr3nchl4dy")
     assert "No images yet" in window.grid.empty_text
+
+
+def test_an_import_interrupted_by_closing_resumes_on_reopening(
+    qtbot, tmp_path: Path, make_png
+) -> None:
+    from charstudio.jobs.queue import JobQueue
+
+    Project.create(tmp_path / "proj", "Anna").close()
+    for n in range(3):
+        make_png(tmp_path / "out" / f"{n}.png", seed=n)
+    with Project.open(tmp_path / "proj") as project:  # as if the app died while importing
+        queue = JobQueue(project)
+        queue.submit("import", {"paths": [str(tmp_path / "out")], "copy": False})
+        job = queue.run_next()
+        next(job)
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.open_project(tmp_path / "proj")
+    assert window.queue_worker is not None
+    qtbot.waitUntil(lambda: window.model.rowCount() == 3, timeout=20000)
+    window.close()

@@ -88,6 +88,16 @@ class JobQueue:
             )
         return ids
 
+    def requeue(self, job_id: int) -> None:
+        """Put a job that was stopped (not canceled by the artist) back in the queue, e.g.
+        when the app closes while it runs."""
+        with self._catalog.transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = 'queued', started_at = NULL, finished_at = NULL "
+                "WHERE id = ?",
+                (job_id,),
+            )
+
     def cancel_queued(self, job_id: int) -> bool:
         with self._catalog.transaction() as conn:
             changed = conn.execute(

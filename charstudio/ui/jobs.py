@@ -27,8 +27,9 @@ class _Worker(QThread):
     failed = Signal(str)
     canceled = Signal()
 
-    def __init__(self, factory: JobFactory, token: CancelToken) -> None:
-        super().__init__()
+    def __init__(self, factory: JobFactory, token: CancelToken, parent: QObject) -> None:
+        # Parented: a QThread must not be deleted by the garbage collector mid-signal.
+        super().__init__(parent)
         self._factory = factory
         self._token = token
 
@@ -68,7 +69,7 @@ class JobHandle(QObject):
     def __init__(self, factory: JobFactory, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.token = CancelToken()
-        self._worker = _Worker(factory, self.token)
+        self._worker = _Worker(factory, self.token, self)
         self._worker.progress.connect(self.progress)
         self._worker.succeeded.connect(self.succeeded)
         self._worker.failed.connect(self.failed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,9 @@ from PySide6.QtWidgets import (
 from charstudio import __version__
 from charstudio.catalog import CatalogError, ImageRecord, Project
 from charstudio.catalog.export import ExportReport, export_images
-from charstudio.catalog.importer import ImportReport, import_images
 from charstudio.catalog.queries import ImageFilter
 from charstudio.jobs import CancelToken, Job, Progress, format_eta
+from charstudio.jobs.queue import QueuedJob
 from charstudio.ui.culling import CULL_KEYS, cheat_sheet_html
 from charstudio.ui.filter_panel import FilterPanel
 from charstudio.ui.image_grid import MAX_CELL, MIN_CELL, ImageGridModel, ImageGridView
@@ -35,27 +36,14 @@ from charstudio.ui.info_panel import InfoPanel
 from charstudio.ui.jobs import JobFactory, JobHandle
 from charstudio.ui.loupe import LoupeItem, LoupeView
 from charstudio.ui.new_project_dialog import NewProjectDialog
+from charstudio.ui.queue_worker import QueueWorker
 from charstudio.ui.survey import SurveyView
 
 MAX_RECENT = 10
+JOB_TITLES = {"import": "Import images"}
 GRID, LOUPE, SURVEY = 0, 1, 2
 FILTER_SETTING = "grid_filter"
 GOAL_SETTING = "goal_picks"
-
-
-def import_job(root: Path, paths: list[Path], copy: bool, token: CancelToken) -> Job[Any]:
-    """The import job with its own catalog connection, opened on the worker thread."""
-    with Project.open(root) as project:
-        job_id = project.catalog.create_job(
-            "import", {"paths": [str(p) for p in paths], "copy": copy}, status="running"
-        )
-        report: ImportReport = yield from import_images(
-            project, paths, copy=copy, cancel=token, job_id=job_id
-        )
-        project.catalog.update_job(
-            job_id, status="canceled" if report.canceled else "done", result=report.to_json()
-        )
-        return report
 
 
 def export_job(root: Path, ids: list[int], dest: Path, token: CancelToken) -> Job[Any]:
@@ -72,6 +60,8 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings("charstudio", "charstudio")
         self.project: Project | None = None
         self.job_handle: JobHandle | None = None
+        self.queue_worker: QueueWorker | None = None
+        self._queue_dialog: QProgressDialog | None = None
         self._caps_lock = False
         self.setWindowTitle("charstudio")
         self.resize(1440, 900)
@@ -283,6 +273,7 @@ class MainWindow(QMainWindow):
         if self.project is not None:
             self.project.close()
         self.project = project
+        self._connect_queue(project.root)
         self.show_grid()
         image_filter = ImageFilter.from_json(project.catalog.get_setting(FILTER_SETTING))
         self.filters.set_axes(project.catalog.sweep_axes())
@@ -604,15 +595,53 @@ class MainWindow(QMainWindow):
         if folder:
             self.start_import([Path(folder)])
 
-    def start_import(self, paths: list[Path], copy: bool = False) -> JobHandle | None:
-        if self.project is None:
+    def start_import(self, paths: list[Path], copy: bool = False) -> int | None:
+        """Queue an import; it runs on the project's job worker. Returns the job id."""
+        if self.project is None or self.queue_worker is None:
             return None
-        root = self.project.root
-        return self._start_job(
-            "Import images", lambda token: import_job(root, paths, copy, token), self._import_done
-        )
+        params = {"paths": [str(p) for p in paths], "copy": copy}
+        return self.queue_worker.submit(self.project, "import", params)
 
-    def _import_done(self, report: ImportReport) -> None:
+    # -- the job queue ---------------------------------------------------------------------
+
+    def _connect_queue(self, root: Path) -> None:
+        if self.queue_worker is not None:
+            self.queue_worker.shutdown()
+            self.queue_worker.deleteLater()
+        worker = QueueWorker(root, self)
+        worker.jobStarted.connect(self._queue_job_started)
+        worker.jobProgress.connect(self._queue_job_progress)
+        worker.jobFinished.connect(self._queue_job_finished)
+        self.queue_worker = worker
+        worker.wake()  # jobs left queued or interrupted last time go on now
+
+    def _queue_job_started(self, job: QueuedJob) -> None:
+        title = JOB_TITLES.get(job.kind, job.kind)
+        dialog = QProgressDialog(f"{title}…", "Cancel", 0, 0, self)
+        dialog.setWindowTitle(title)
+        dialog.setWindowModality(Qt.WindowModal)
+        dialog.setMinimumDuration(300)
+        assert self.queue_worker is not None
+        dialog.canceled.connect(self.queue_worker.cancel_current)
+        self._queue_dialog = dialog
+
+    def _queue_job_progress(self, job: QueuedJob, event: Progress) -> None:
+        if self._queue_dialog is not None:
+            self._job_progress(self._queue_dialog, JOB_TITLES.get(job.kind, job.kind), event)
+
+    def _queue_job_finished(self, job: QueuedJob) -> None:
+        if self._queue_dialog is not None:
+            self._queue_dialog.reset()
+            self._queue_dialog.deleteLater()
+            self._queue_dialog = None
+        if job.status == "failed":
+            QMessageBox.critical(self, JOB_TITLES.get(job.kind, job.kind), job.error or "")
+        if job.kind == "import" and self.project is not None:
+            result = self.project.catalog.job(job.id).get("result")
+            self._import_done(json.loads(result) if result else {})
+        self._refresh()
+
+    def _import_done(self, report: dict[str, Any]) -> None:
         focused = self.current_id()
         self.model.reload()
         if self.project is not None:
@@ -622,15 +651,16 @@ class MainWindow(QMainWindow):
             self._focus_id(focused)
         elif self.model.rowCount():
             self._focus_row(0)
+        failed = report.get("failed", [])
         text = (
-            f"Imported {report.added} · duplicates {report.duplicates} · "
-            f"relinked {report.relinked} · failed {len(report.failed)}"
+            f"Imported {report.get('added', 0)} · duplicates {report.get('duplicates', 0)} · "
+            f"relinked {report.get('relinked', 0)} · failed {len(failed)}"
         )
-        if report.canceled:
+        if report.get("canceled"):
             text += " (canceled)"
         self.statusBar().showMessage(text, 15000)
-        if report.failed:
-            details = "\n".join(f"{f['path']}: {f['error']}" for f in report.failed[:200])
+        if failed:
+            details = "\n".join(f"{f['path']}: {f['error']}" for f in failed[:200])
             box = QMessageBox(QMessageBox.Warning, "Import", text, parent=self)
             box.setDetailedText(details)
             box.open()
@@ -668,6 +698,8 @@ class MainWindow(QMainWindow):
     def _job_finished(self, dialog: QProgressDialog) -> None:
         dialog.reset()
         dialog.deleteLater()
+        if self.job_handle is not None:
+            self.job_handle.deleteLater()
         self.job_handle = None
         self._refresh()
 
@@ -703,6 +735,8 @@ class MainWindow(QMainWindow):
         if self.job_handle is not None:
             self.job_handle.cancel()
             self.job_handle.wait()
+        if self.queue_worker is not None:
+            self.queue_worker.shutdown()  # a running job goes back in the queue for next time
         self.model.shutdown()
         self.model.set_project(None)
         if self.project is not None:

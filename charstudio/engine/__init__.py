@@ -1,0 +1,1 @@
+"""Generation engine: models, samplers, conditioning, sweeps and generation jobs."""

@@ -18,6 +18,10 @@ CORE = [
     "charstudio.metadata",
     "charstudio.prompts",
     "charstudio.jobs",
+    "charstudio.jobs.queue",
+    "charstudio.engine",
+    "charstudio.engine.sweeps",
+    "charstudio.engine.grid_image",
     "charstudio.cli",
 ]
 HEAVY = ["PySide6", "torch", "diffusers", "transformers", "facenet_pytorch"]

@@ -22,6 +22,13 @@ CORE = [
     "charstudio.engine",
     "charstudio.engine.sweeps",
     "charstudio.engine.grid_image",
+    "charstudio.engine.samplers",
+    "charstudio.engine.seeds",
+    "charstudio.engine.conditioning",
+    "charstudio.engine.embeddings",
+    "charstudio.engine.model_loading",
+    "charstudio.engine.model_hash",
+    "charstudio.engine.sampling",
     "charstudio.cli",
 ]
 HEAVY = ["PySide6", "torch", "diffusers", "transformers", "facenet_pytorch"]

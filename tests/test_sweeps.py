@@ -99,7 +99,7 @@ def test_numeric_axes_accept_a1111_ranges(spec: str, values: tuple[object, ...])
         ("CFG Scale:seven", r"CFG Scale axis: 'seven' is not a number"),
         ("Size:512", r"Size axis: '512' is not a size like 512x768"),
         ("Size:500x512", r"Size axis: Width must be a multiple of 8"),
-        ("Sampler:Euler b", r"Sampler axis: unknown sampler 'Euler b'"),
+        ("Sampler:Euler b", r"(?i)Sampler axis: unknown sampler 'Euler b'"),
         ("Checkpoint name:a, ,b", r"Checkpoint name axis: empty value"),
         ("Steps:", r"Steps axis has no values"),
         ("Prompt S/R:, a cat", r"Prompt S/R axis: the first value .* is empty"),
@@ -417,3 +417,9 @@ def test_character_sheet_plans_288_images_in_9_cells() -> None:
 def test_character_sheet_needs_the_search_phrases_in_the_prompt() -> None:
     with pytest.raises(ValueError, match="did not find 'an extreme closeup'"):
         plan_character_sheet("a photo of a woman")
+
+
+def test_sampler_axis_refuses_a1111_samplers_charstudio_cannot_run() -> None:
+    # One sampler list for the whole engine: a sweep fails when planned, not mid-job.
+    with pytest.raises(ValueError, match="not available in charstudio"):
+        parse_axis("Sampler:Euler a, DPM fast")

@@ -414,6 +414,14 @@ def _split_name(name: str) -> tuple[_Sampler, str | None]:
     return _lookup_sampler(key, name), None
 
 
+def split_sampler_name(name: str) -> tuple[str, str | None]:
+    """Canonical (sampler, schedule written into the name or None) for an A1111 sampler
+    name in either style, any case: ``"dpm++ 2m karras"`` -> ``("DPM++ 2M", "Karras")``.
+    Raises ValueError for names A1111 does not know or charstudio cannot run."""
+    sampler, schedule = _split_name(name)
+    return sampler.name, schedule
+
+
 def _schedule_label(schedule_type: str | None) -> str:
     if schedule_type is None or not schedule_type.strip():
         return "Automatic"

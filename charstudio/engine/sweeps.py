@@ -44,6 +44,7 @@ from io import StringIO
 from pathlib import PureWindowsPath
 from typing import Any
 
+from charstudio.engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES, split_sampler_name
 from charstudio.metadata.infotext import GenerationParams
 from charstudio.prompts.extra_networks import ExtraNetwork, split_extra_networks
 
@@ -77,46 +78,6 @@ _SEED_LIMIT = 4294967294
 # also hides float noise from ranges (0.1 + 0.2).
 _FLOAT_DECIMALS = 8
 
-# A1111's sampler names (1.10) and schedule types; old-style names append a schedule.
-SAMPLER_NAMES: tuple[str, ...] = (
-    "DPM++ 2M",
-    "DPM++ SDE",
-    "DPM++ 2M SDE",
-    "DPM++ 2M SDE Heun",
-    "DPM++ 2S a",
-    "DPM++ 3M SDE",
-    "Euler a",
-    "Euler",
-    "LMS",
-    "Heun",
-    "DPM2",
-    "DPM2 a",
-    "DPM fast",
-    "DPM adaptive",
-    "Restart",
-    "DDIM",
-    "DDIM CFG++",
-    "PLMS",
-    "UniPC",
-    "LCM",
-)
-SCHEDULE_TYPES: tuple[str, ...] = (
-    "Automatic",
-    "Uniform",
-    "Karras",
-    "Exponential",
-    "Polyexponential",
-    "SGM Uniform",
-    "KL Optimal",
-    "Align Your Steps",
-    "Simple",
-    "Normal",
-    "DDIM",
-    "Beta",
-)
-_SAMPLERS_BY_KEY = {name.casefold(): name for name in SAMPLER_NAMES}
-_SCHEDULES_BY_KEY = {name.casefold(): name for name in SCHEDULE_TYPES}
-
 _MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
 _EMBEDDING_EXTENSIONS = (".safetensors", ".pt", ".bin")
 
@@ -124,22 +85,6 @@ _EMBEDDING_EXTENSIONS = (".safetensors", ".pt", ".bin")
 def random_seed(rng: random.Random | None = None) -> int:
     """A random seed from A1111's range."""
     return (rng or random).randrange(_SEED_LIMIT)
-
-
-def split_sampler_name(name: str) -> tuple[str, str | None]:
-    """Canonical (sampler, schedule type or None) for an A1111 sampler name, any case.
-
-    ``"dpm++ 2m karras"`` -> ``("DPM++ 2M", "Karras")``; ``"Euler a"`` -> ``("Euler a", None)``.
-    Raises ValueError for a name A1111 does not know.
-    """
-    key = " ".join(name.split()).casefold()
-    if key in _SAMPLERS_BY_KEY:
-        return _SAMPLERS_BY_KEY[key], None
-    for schedule_key, schedule in _SCHEDULES_BY_KEY.items():
-        sampler_key = key.removesuffix(" " + schedule_key)
-        if sampler_key != key and sampler_key in _SAMPLERS_BY_KEY:
-            return _SAMPLERS_BY_KEY[sampler_key], schedule
-    raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLER_NAMES)}")
 
 
 def model_display_name(model: str) -> str:

@@ -173,9 +173,10 @@ def test_use_picks_and_export(qtbot, window: MainWindow, tmp_path: Path) -> None
     window.use_picks()
     assert window.project is not None
     assert window.project.catalog.training_set()[1] == [1, 2]
-    handle = window.start_export(tmp_path / "picks")
-    with qtbot.waitSignal(handle.finished, timeout=10000):
-        pass
+    with qtbot.waitSignal(window.queue_worker.jobFinished, timeout=10000) as finished:
+        job_id = window.start_export(tmp_path / "picks")
+    assert finished.args[0].id == job_id and finished.args[0].status == "done"
+    assert window.statusBar().currentMessage().startswith("Exported 2 picks")
     assert sorted(p.name for p in (tmp_path / "picks").iterdir()) == ["00.png", "01.png"]
 
 

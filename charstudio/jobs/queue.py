@@ -32,7 +32,18 @@ def _import_factory(project: Project, params: dict[str, Any], cancel: CancelToke
     return report.to_json()
 
 
-BUILTIN_KINDS: dict[str, JobFactory] = {"import": _import_factory}
+def _export_factory(project: Project, params: dict[str, Any], cancel: CancelToken) -> Job[Any]:
+    from pathlib import Path
+
+    from charstudio.catalog.export import export_images
+
+    report = yield from export_images(
+        project, [int(i) for i in params["image_ids"]], Path(params["dest"]), cancel=cancel
+    )
+    return report.to_json()
+
+
+BUILTIN_KINDS: dict[str, JobFactory] = {"import": _import_factory, "export": _export_factory}
 
 
 @dataclass(frozen=True)

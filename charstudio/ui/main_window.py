@@ -25,30 +25,23 @@ from PySide6.QtWidgets import (
 
 from charstudio import __version__
 from charstudio.catalog import CatalogError, ImageRecord, Project
-from charstudio.catalog.export import ExportReport, export_images
 from charstudio.catalog.queries import ImageFilter
-from charstudio.jobs import CancelToken, Job, Progress, format_eta
+from charstudio.jobs import Progress, format_eta
 from charstudio.jobs.queue import QueuedJob
 from charstudio.ui.culling import CULL_KEYS, cheat_sheet_html
 from charstudio.ui.filter_panel import FilterPanel
 from charstudio.ui.image_grid import MAX_CELL, MIN_CELL, ImageGridModel, ImageGridView
 from charstudio.ui.info_panel import InfoPanel
-from charstudio.ui.jobs import JobFactory, JobHandle
 from charstudio.ui.loupe import LoupeItem, LoupeView
 from charstudio.ui.new_project_dialog import NewProjectDialog
 from charstudio.ui.queue_worker import QueueWorker
 from charstudio.ui.survey import SurveyView
 
 MAX_RECENT = 10
-JOB_TITLES = {"import": "Import images"}
+JOB_TITLES = {"import": "Import images", "export": "Export picks"}
 GRID, LOUPE, SURVEY = 0, 1, 2
 FILTER_SETTING = "grid_filter"
 GOAL_SETTING = "goal_picks"
-
-
-def export_job(root: Path, ids: list[int], dest: Path, token: CancelToken) -> Job[Any]:
-    with Project.open(root) as project:
-        return (yield from export_images(project, ids, dest, cancel=token))
 
 
 class MainWindow(QMainWindow):
@@ -59,7 +52,6 @@ class MainWindow(QMainWindow):
         sys.setswitchinterval(0.001)
         self.settings = settings or QSettings("charstudio", "charstudio")
         self.project: Project | None = None
-        self.job_handle: JobHandle | None = None
         self.queue_worker: QueueWorker | None = None
         self._queue_dialog: QProgressDialog | None = None
         self._caps_lock = False
@@ -492,14 +484,13 @@ class MainWindow(QMainWindow):
 
     def _refresh(self) -> None:
         has_project = self.project is not None
-        busy = self.job_handle is not None
         for action in (
             self.import_action,
             self.import_folder_action,
             self.export_picks_action,
             self.use_picks_action,
         ):
-            action.setEnabled(has_project and not busy)
+            action.setEnabled(has_project)
         if self.project is None:
             self.setWindowTitle("charstudio")
             self.summary.setText("No project open: File > New Project or Open Project")
@@ -565,19 +556,19 @@ class MainWindow(QMainWindow):
         if folder:
             self.start_export(Path(folder))
 
-    def start_export(self, dest: Path) -> JobHandle | None:
-        if self.project is None:
+    def start_export(self, dest: Path) -> int | None:
+        """Queue copying the picks (with caption sidecars) to ``dest``; returns the job id."""
+        if self.project is None or self.queue_worker is None:
             return None
-        ids, root = self._pick_ids(), self.project.root
-        return self._start_job(
-            "Export picks", lambda token: export_job(root, ids, dest, token), self._export_done
-        )
+        params = {"image_ids": self._pick_ids(), "dest": str(dest)}
+        return self.queue_worker.submit(self.project, "export", params)
 
-    def _export_done(self, report: ExportReport) -> None:
-        text = f"Exported {report.copied} picks ({report.captions} captions)"
-        if report.failed:
-            text += f", {len(report.failed)} failed: " + "; ".join(
-                f"{f['path']}: {f['error']}" for f in report.failed[:3]
+    def _export_done(self, report: dict[str, Any]) -> None:
+        failed = report.get("failed", [])
+        text = f"Exported {report.get('copied', 0)} picks ({report.get('captions', 0)} captions)"
+        if failed:
+            text += f", {len(failed)} failed: " + "; ".join(
+                f"{f['path']}: {f['error']}" for f in failed[:3]
             )
         self.statusBar().showMessage(text, 15000)
 
@@ -636,9 +627,13 @@ class MainWindow(QMainWindow):
             self._queue_dialog = None
         if job.status == "failed":
             QMessageBox.critical(self, JOB_TITLES.get(job.kind, job.kind), job.error or "")
-        if job.kind == "import" and self.project is not None:
-            result = self.project.catalog.job(job.id).get("result")
-            self._import_done(json.loads(result) if result else {})
+        if self.project is not None and job.kind in ("import", "export"):
+            stored = self.project.catalog.job(job.id).get("result")
+            result = json.loads(stored) if stored else {}
+            if job.kind == "import":
+                self._import_done(result)
+            else:
+                self._export_done(result)
         self._refresh()
 
     def _import_done(self, report: dict[str, Any]) -> None:
@@ -668,24 +663,6 @@ class MainWindow(QMainWindow):
 
     # -- background jobs -------------------------------------------------------------------
 
-    def _start_job(self, title: str, factory: JobFactory, on_done: Any) -> JobHandle | None:
-        if self.job_handle is not None:
-            return None
-        handle = JobHandle(factory, self)
-        dialog = QProgressDialog(f"{title}…", "Cancel", 0, 0, self)
-        dialog.setWindowTitle(title)
-        dialog.setWindowModality(Qt.WindowModal)
-        dialog.setMinimumDuration(300)
-        dialog.canceled.connect(handle.cancel)
-        handle.progress.connect(lambda event: self._job_progress(dialog, title, event))
-        handle.succeeded.connect(on_done)
-        handle.failed.connect(lambda message: QMessageBox.critical(self, title, message))
-        handle.finished.connect(lambda: self._job_finished(dialog))
-        self.job_handle = handle
-        self._refresh()
-        handle.start()
-        return handle
-
     def _job_progress(self, dialog: QProgressDialog, title: str, event: Progress) -> None:
         if event.total:
             dialog.setMaximum(event.total)
@@ -694,14 +671,6 @@ class MainWindow(QMainWindow):
         dialog.setLabelText(
             f"{title}: {event.done} of {event.total or '?'}\n{rate}ETA {format_eta(event.eta_s)}"
         )
-
-    def _job_finished(self, dialog: QProgressDialog) -> None:
-        dialog.reset()
-        dialog.deleteLater()
-        if self.job_handle is not None:
-            self.job_handle.deleteLater()
-        self.job_handle = None
-        self._refresh()
 
     # -- events ----------------------------------------------------------------------------
 
@@ -732,9 +701,6 @@ class MainWindow(QMainWindow):
         app = QApplication.instance()
         if app is not None:
             app.removeEventFilter(self)
-        if self.job_handle is not None:
-            self.job_handle.cancel()
-            self.job_handle.wait()
         if self.queue_worker is not None:
             self.queue_worker.shutdown()  # a running job goes back in the queue for next time
         self.model.shutdown()

@@ -373,14 +373,18 @@ class MainWindow(QMainWindow):
             ids = self.project.catalog.undo()
             if ids:
                 self._decisions_changed(ids)
-                self.statusBar().showMessage(f"Undone ({len(ids)} image{'s' if len(ids) != 1 else ''})", 3000)
+                self.statusBar().showMessage(
+                    f"Undone ({len(ids)} image{'s' if len(ids) != 1 else ''})", 3000
+                )
 
     def redo(self) -> None:
         if self.project is not None:
             ids = self.project.catalog.redo()
             if ids:
                 self._decisions_changed(ids)
-                self.statusBar().showMessage(f"Redone ({len(ids)} image{'s' if len(ids) != 1 else ''})", 3000)
+                self.statusBar().showMessage(
+                    f"Redone ({len(ids)} image{'s' if len(ids) != 1 else ''})", 3000
+                )
 
     def _decisions_changed(self, ids: list[int]) -> None:
         self.model.refresh_decisions(ids)

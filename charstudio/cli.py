@@ -252,6 +252,131 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_request(args: argparse.Namespace) -> Any:
+    from charstudio.engine.requests import GenerateRequest
+    from charstudio.engine.sweeps import GenerationSettings
+
+    settings = GenerationSettings(
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        seed=args.seed,
+        steps=args.steps,
+        sampler=args.sampler,
+        schedule_type=args.schedule_type or None,
+        cfg_scale=args.cfg,
+        width=args.width,
+        height=args.height,
+        model=args.model,
+        vae=args.vae,
+        clip_skip=args.clip_skip,
+        batch_size=args.batch_size,
+        batch_count=args.batch_count,
+    )
+    return GenerateRequest(
+        settings,
+        x=args.x,
+        y=args.y,
+        z=args.z,
+        keep_random_seeds=args.keep_random_seeds,
+        save_grid=not args.no_grid,
+    )
+
+
+def _run_queued(project: Project, job_id: int, quiet: bool) -> Any:
+    """Run one queued job here; Ctrl+C cancels it cleanly (finished images stay)."""
+    from charstudio.jobs import CancelToken
+    from charstudio.jobs.queue import JobQueue
+
+    token = CancelToken()
+    job = JobQueue(project).run_next(token, job_id=job_id)
+    progress = None if quiet else _stderr_progress
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as stop:
+            return stop.value
+        except KeyboardInterrupt:
+            token.cancel()  # the job sees it at its next step and stops
+            continue
+        if progress is not None:
+            progress(event)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from charstudio.engine.generate import check_request
+    from charstudio.jobs.queue import JobQueue
+
+    try:
+        request = _generate_request(args)
+    except ValueError as exc:
+        raise CatalogError(str(exc)) from exc
+    with Project.open(Path(args.project)) as project:
+        problems = check_request(project, request)
+        if problems:
+            raise CatalogError("\n  ".join(["cannot generate:", *problems]))
+        job_id = JobQueue(project).submit("generate", request.to_params())
+        ended = _run_queued(project, job_id, args.json)
+        job = project.catalog.job(job_id)
+        result = json.loads(job["result"]) if job.get("result") else {}
+        images = [
+            {"id": i, "path": p, "file": str(project.file_path(p))}
+            for i, p in zip(result.get("image_ids", []), result.get("paths", []), strict=False)
+        ]
+        grid = result.get("grid_path")
+        out = {
+            "job_id": job_id,
+            "status": ended.status if ended else job["status"],
+            "error": job.get("error"),
+            "images": images,
+            "grid": str(project.root / grid) if grid else None,
+            "skipped": result.get("skipped", 0),
+        }
+    if args.json:
+        _print_json(out)
+    else:
+        for image in images:
+            print(f"{image['id']:>6}  {image['file']}")
+        if out["grid"]:
+            print(f"grid: {out['grid']}")
+        print(
+            f"job {job_id}: {out['status']}, {len(images)} images"
+            + (f" ({out['error']})" if out["error"] else "")
+        )
+    return 0 if out["status"] == "done" else 1
+
+
+def cmd_regenerate(args: argparse.Namespace) -> int:
+    from charstudio.engine.regenerate import regenerate_image
+    from charstudio.engine.runner import GenerationError
+    from charstudio.metadata.imagefile import write_png
+
+    with Project.open(Path(args.project)) as project:
+        try:
+            image_id = _resolve_image(project, args.image)
+            result = run_job(
+                regenerate_image(project, image_id, model=args.model),
+                None if args.json else _stderr_progress,
+            )
+        except (KeyError, GenerationError) as exc:
+            raise CatalogError(str(exc).strip("'\"")) from exc
+        record = project.catalog.image(image_id)
+        out_path = Path(args.out) if args.out else Path(f"{Path(record.path).stem}-regenerated.png")
+        write_png(result.image, out_path, result.infotext)
+    out = {
+        "id": image_id,
+        "original": str(project.file_path(record.path)),
+        "output": str(out_path),
+        "identical": result.identical,
+        "batch_seeds": result.seeds,
+    }
+    if args.json:
+        _print_json(out)
+    else:
+        same = {True: "identical to", False: "DIFFERENT from", None: "(original missing)"}
+        print(f"{out_path}: {same[result.identical]} {out['original']}")
+    return 0 if result.identical is not False else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="charstudio",
@@ -302,6 +427,37 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("jobs", cmd_jobs, "list the project's jobs; --run works through the queue")
     sub.add_argument("project")
     sub.add_argument("--run", action="store_true", help="run queued (and interrupted) jobs")
+
+    sub = verb("generate", cmd_generate, "generate images (optionally an X/Y/Z sweep)")
+    sub.add_argument("project")
+    sub.add_argument("--model", required=True, help="checkpoint file, diffusers folder or name")
+    sub.add_argument("--vae", help="separate VAE file")
+    sub.add_argument("--prompt", required=True)
+    sub.add_argument("--negative", default="", help="negative prompt")
+    for letter in "xyz":
+        sub.add_argument(
+            f"--{letter}", metavar="AXIS", help='e.g. "Prompt S/R:a closeup, a medium closeup"'
+        )
+    sub.add_argument("--sampler", default="DPM++ 2M", help='A1111 name, e.g. "DPM++ 2M Karras"')
+    sub.add_argument("--schedule-type", default="Karras", help="Automatic/Karras/Exponential…")
+    sub.add_argument("--steps", type=int, default=30)
+    sub.add_argument("--cfg", type=float, default=7.0)
+    sub.add_argument("--seed", type=int, default=-1, help="-1 for random")
+    sub.add_argument("--width", type=int, default=512)
+    sub.add_argument("--height", type=int, default=512)
+    sub.add_argument("--clip-skip", type=int, default=1)
+    sub.add_argument("--batch-size", type=int, default=1)
+    sub.add_argument("--batch-count", type=int, default=1)
+    sub.add_argument(
+        "--keep-random-seeds", action="store_true", help="each cell draws its own random seed"
+    )
+    sub.add_argument("--no-grid", action="store_true", help="do not save the sweep's grid image")
+
+    sub = verb("regenerate", cmd_regenerate, "make an image again from its stored parameters")
+    sub.add_argument("project")
+    sub.add_argument("image", metavar="IMAGE_ID_OR_PATH")
+    sub.add_argument("--model", help="checkpoint to use instead of the recorded one")
+    sub.add_argument("--out", help="where to write the PNG (default: NAME-regenerated.png)")
 
     sub = verbs.add_parser("gui", help="open the app (the default)")
     sub.add_argument("project", nargs="?")

@@ -6,6 +6,11 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Model-hash caches and the like go to a throwaway folder, never the user's own cache.
+if "CHARSTUDIO_TEST_KEEP_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="charstudio-test-cache-")
 
 import random
 from collections.abc import Callable

@@ -29,6 +29,12 @@ CORE = [
     "charstudio.engine.model_loading",
     "charstudio.engine.model_hash",
     "charstudio.engine.sampling",
+    "charstudio.engine.loras",
+    "charstudio.engine.runtime",
+    "charstudio.engine.requests",
+    "charstudio.engine.runner",
+    "charstudio.engine.generate",
+    "charstudio.engine.regenerate",
     "charstudio.cli",
 ]
 HEAVY = ["PySide6", "torch", "diffusers", "transformers", "facenet_pytorch"]

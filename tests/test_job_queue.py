@@ -12,7 +12,7 @@ from charstudio.jobs import CancelToken, ProgressClock, run_job
 from charstudio.jobs.queue import BUILTIN_KINDS, JobQueue
 
 
-def counting_job(project: Project, params: dict[str, Any], cancel: CancelToken):
+def counting_job(project: Project, params: dict[str, Any], cancel: CancelToken, job_id: int):
     clock = ProgressClock(params["n"])
     for i in range(params["n"]):
         cancel.raise_if_canceled()

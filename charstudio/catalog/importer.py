@@ -98,19 +98,45 @@ def _examine(path: Path) -> _Examined:
 
 def _record(catalog_path: str, item: _Examined, job_id: int | None) -> ImageRecord:
     assert item.probe is not None
-    record = ImageRecord(
-        path=catalog_path,
+    return image_record(
+        catalog_path,
+        probe=item.probe,
         sha256=item.sha256,
         file_size=item.size,
         file_mtime=item.mtime,
-        width=item.probe.width,
-        height=item.probe.height,
-        format=item.probe.format,
         job_id=job_id,
     )
-    if item.probe.infotext:
-        params = parse_infotext(item.probe.infotext)
-        record.infotext = item.probe.infotext
+
+
+def image_record(
+    catalog_path: str,
+    *,
+    probe: ImageProbe,
+    sha256: str,
+    file_size: int,
+    file_mtime: float,
+    job_id: int | None = None,
+    sweep: dict[str, str] | None = None,
+) -> ImageRecord:
+    """The catalog row of an image file: its probe plus what its infotext says.
+
+    Imported and generated images both go through here, so a generated image's row is exactly
+    what importing its file would give.
+    """
+    record = ImageRecord(
+        path=catalog_path,
+        sha256=sha256,
+        file_size=file_size,
+        file_mtime=file_mtime,
+        width=probe.width,
+        height=probe.height,
+        format=probe.format,
+        job_id=job_id,
+        sweep=dict(sweep or {}),
+    )
+    if probe.infotext:
+        params = parse_infotext(probe.infotext)
+        record.infotext = probe.infotext
         record.prompt = params.prompt
         record.negative_prompt = params.negative_prompt
         record.seed = params.seed

@@ -8,7 +8,7 @@ sampling starts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from charstudio.engine.samplers import make_scheduler, resolve_sampler
@@ -23,12 +23,27 @@ if TYPE_CHECKING:
 # on_step(step, total, latents) — for progress and live previews
 StepCallback = Callable[[int, int, Any], None]
 
+DECODE_MODES = ("batch", "slice", "tile")
+
 
 def vae_scale_factor(vae: Any) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-def sample_latents(
+def sample_latents(*, on_step: StepCallback | None = None, **settings: Any) -> Any:
+    """Denoised latents ``[len(seeds), 4, h, w]`` for one batch of one prompt; ``settings`` are
+    :func:`iter_sample_latents`' arguments, ``on_step`` is called after every step."""
+    loop = iter_sample_latents(**settings)
+    while True:
+        try:
+            step, total, latents = next(loop)
+        except StopIteration as done:
+            return done.value
+        if on_step is not None:
+            on_step(step, total, latents)
+
+
+def iter_sample_latents(
     *,
     unet: Any,
     vae: Any,
@@ -46,9 +61,9 @@ def sample_latents(
     device: str = "cpu",
     dtype: Any = None,
     cancel: CancelToken | None = None,
-    on_step: StepCallback | None = None,
-) -> Any:
-    """Denoised latents ``[len(seeds), 4, h, w]`` for one batch of one prompt."""
+) -> Generator[tuple[int, int, Any], None, Any]:
+    """The sampling loop as a generator: yields ``(step, total, latents)`` after every step and
+    returns the denoised latents, so a job can report progress between steps."""
     import torch
 
     spec = resolve_sampler(sampler, schedule_type)
@@ -69,31 +84,72 @@ def sample_latents(
         step_kwargs["generator"] = generators if batch > 1 else generators[0]
 
     timesteps = scheduler.timesteps
-    with torch.inference_mode():
-        for index, t in enumerate(timesteps):
-            if cancel is not None:
-                cancel.raise_if_canceled()
+    for index, t in enumerate(timesteps):
+        if cancel is not None:
+            cancel.raise_if_canceled()
+        # Inference mode per step, not around the loop: a generator suspended inside a
+        # ``with`` would leave the mode switched on in whatever code runs between steps.
+        with torch.inference_mode():
             model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)
             noise = unet(model_input, t, encoder_hidden_states=context).sample
             noise_uncond, noise_cond = noise.chunk(2)
             guided = noise_uncond + cfg_scale * (noise_cond - noise_uncond)
             latents = scheduler.step(guided, t, latents, **step_kwargs).prev_sample
-            if on_step is not None:
-                on_step(index + 1, len(timesteps), latents)
+        yield index + 1, len(timesteps), latents
     return latents
 
 
-def decode_latents(vae: Any, latents: Any) -> list[Image.Image]:
-    """RGB images from latents, one VAE call per image to keep memory flat."""
+def decode_latents(vae: Any, latents: Any, *, mode: str = "batch") -> list[Image.Image]:
+    """RGB images from latents.
+
+    ``mode`` "batch" decodes the whole batch in one VAE call (fastest); "slice" one image per
+    call (flat memory); "tile" one image per call in overlapping tiles (least memory, for
+    large sizes). The generator falls back along that list when the GPU runs out of memory.
+    """
     import torch
     from PIL import Image
 
-    images = []
+    if mode not in DECODE_MODES:
+        raise ValueError(f"decode mode must be one of {', '.join(DECODE_MODES)}, not {mode!r}")
+    tiling = mode == "tile" and hasattr(vae, "enable_tiling")
+    if tiling:
+        vae.enable_tiling()
+    try:
+        chunks = [latents] if mode == "batch" else list(latents.split(1))
+        images = []
+        with torch.inference_mode():
+            for chunk in chunks:
+                scaled = chunk.to(vae.dtype) / vae.config.scaling_factor
+                pixels = vae.decode(scaled).sample
+                pixels = ((pixels.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+                for array in pixels.permute(0, 2, 3, 1).cpu().numpy():
+                    images.append(Image.fromarray(array, "RGB"))
+        return images
+    finally:
+        if tiling:
+            vae.disable_tiling()
+
+
+# SD 1.x latent channels -> approximate RGB: a linear map good enough for a live preview
+# (the same idea as A1111's "Approx cheap" preview), costing nothing next to a VAE decode.
+_PREVIEW_RGB = (
+    (0.298, 0.207, 0.208),
+    (0.187, 0.286, 0.173),
+    (-0.158, 0.189, 0.264),
+    (-0.184, -0.271, -0.473),
+)
+
+
+def preview_image(latents: Any, index: int = 0) -> Image.Image:
+    """A quick low-resolution RGB preview of one image of a latent batch (1/8 of the size)."""
+    import torch
+    from PIL import Image
+
     with torch.inference_mode():
-        for one in latents.split(1):
-            scaled = one.to(vae.dtype) / vae.config.scaling_factor
-            pixels = vae.decode(scaled).sample
-            pixels = ((pixels.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-            array = pixels[0].permute(1, 2, 0).cpu().numpy()
-            images.append(Image.fromarray(array, "RGB"))
-    return images
+        one = latents[index].float()
+        if one.shape[0] != len(_PREVIEW_RGB):
+            one = one[: len(_PREVIEW_RGB)]
+        weights = torch.tensor(_PREVIEW_RGB, device=one.device)[: one.shape[0]]
+        rgb = torch.einsum("chw,cr->hwr", one, weights)
+        rgb = ((rgb + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+    return Image.fromarray(rgb, "RGB")

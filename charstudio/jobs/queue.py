@@ -19,20 +19,25 @@ from charstudio.catalog.catalog import Catalog
 from charstudio.catalog.project import Project
 from charstudio.jobs.protocol import CancelToken, Job, JobCanceled
 
-# kind → function(project, params, cancel) returning the job generator
-JobFactory = Callable[[Project, dict[str, Any], CancelToken], Job[Any]]
+# kind → function(project, params, cancel, job_id) returning the job generator; the job id
+# lets a job tag what it creates (generated images) and find it again when it is re-run.
+JobFactory = Callable[[Project, dict[str, Any], CancelToken, int], Job[Any]]
 
 
-def _import_factory(project: Project, params: dict[str, Any], cancel: CancelToken) -> Job[Any]:
+def _import_factory(
+    project: Project, params: dict[str, Any], cancel: CancelToken, job_id: int
+) -> Job[Any]:
     from charstudio.catalog.importer import import_images
 
     report = yield from import_images(
-        project, params["paths"], copy=bool(params.get("copy")), cancel=cancel
+        project, params["paths"], copy=bool(params.get("copy")), cancel=cancel, job_id=job_id
     )
     return report.to_json()
 
 
-def _export_factory(project: Project, params: dict[str, Any], cancel: CancelToken) -> Job[Any]:
+def _export_factory(
+    project: Project, params: dict[str, Any], cancel: CancelToken, job_id: int
+) -> Job[Any]:
     from pathlib import Path
 
     from charstudio.catalog.export import export_images
@@ -43,7 +48,20 @@ def _export_factory(project: Project, params: dict[str, Any], cancel: CancelToke
     return report.to_json()
 
 
-BUILTIN_KINDS: dict[str, JobFactory] = {"import": _import_factory, "export": _export_factory}
+def _generate_factory(
+    project: Project, params: dict[str, Any], cancel: CancelToken, job_id: int
+) -> Job[Any]:
+    from charstudio.engine.generate import generate_job
+
+    result = yield from generate_job(project, params, cancel, job_id)
+    return result.to_json()
+
+
+BUILTIN_KINDS: dict[str, JobFactory] = {
+    "import": _import_factory,
+    "export": _export_factory,
+    "generate": _generate_factory,
+}
 
 
 @dataclass(frozen=True)
@@ -117,14 +135,18 @@ class JobQueue:
             ).rowcount
         return bool(changed)
 
-    def _claim(self) -> QueuedJob | None:
-        """Mark the oldest queued job running, in one transaction (one worker at a time)."""
+    def _claim(self, job_id: int | None = None) -> QueuedJob | None:
+        """Mark the oldest queued job (or ``job_id`` if it is queued) running, in one
+        transaction (one worker at a time)."""
         from charstudio.catalog.records import utc_now
 
+        where = "status = 'queued'" + (" AND id = ?" if job_id is not None else "")
+        args = [job_id] if job_id is not None else []
         with self._catalog.transaction() as conn:
             row = conn.execute(
-                "SELECT id, kind, params, status, created_at FROM jobs "
-                "WHERE status = 'queued' ORDER BY id LIMIT 1"
+                f"SELECT id, kind, params, status, created_at FROM jobs WHERE {where} "
+                "ORDER BY id LIMIT 1",
+                args,
             ).fetchone()
             if row is None:
                 return None
@@ -134,16 +156,19 @@ class JobQueue:
             )
         return QueuedJob(row[0], row[1], json.loads(row[2]), "running", row[4])
 
-    def run_next(self, cancel: CancelToken | None = None) -> Job[QueuedJob | None]:
-        """Run the oldest queued job; yields its progress, returns it with its final status
-        (None when the queue is empty). A failing job is recorded, never raised."""
-        job = self._claim()
+    def run_next(
+        self, cancel: CancelToken | None = None, *, job_id: int | None = None
+    ) -> Job[QueuedJob | None]:
+        """Run the oldest queued job (or the queued job ``job_id``); yields its progress,
+        returns it with its final status (None when there is no such queued job). A failing
+        job is recorded, never raised."""
+        job = self._claim(job_id)
         if job is None:
             return None
         cancel = cancel or CancelToken()
         try:
             factory = self.kinds[job.kind]
-            gen = factory(self.project, job.params, cancel)
+            gen = factory(self.project, job.params, cancel, job.id)
             while True:
                 try:
                     event = next(gen)

@@ -30,6 +30,8 @@ from charstudio.jobs import Progress, format_eta
 from charstudio.jobs.queue import QueuedJob
 from charstudio.ui.culling import CULL_KEYS, cheat_sheet_html
 from charstudio.ui.filter_panel import FilterPanel
+from charstudio.ui.generate_controller import GenerateController
+from charstudio.ui.generate_panel import GeneratePanel
 from charstudio.ui.image_grid import MAX_CELL, MIN_CELL, ImageGridModel, ImageGridView
 from charstudio.ui.info_panel import InfoPanel
 from charstudio.ui.loupe import LoupeItem, LoupeView
@@ -70,17 +72,26 @@ class MainWindow(QMainWindow):
 
         self.filters = FilterPanel(self)
         self.info = InfoPanel(self)
+        self.generate_panel = GeneratePanel(self)
+        self.docks: dict[str, QDockWidget] = {}
         for title, widget, area in (
             ("Library", self.filters, Qt.LeftDockWidgetArea),
             ("Info", self.info, Qt.RightDockWidgetArea),
+            ("Generate", self.generate_panel, Qt.RightDockWidgetArea),
         ):
             dock = QDockWidget(title, self)
             dock.setObjectName(title)
             dock.setWidget(widget)
             dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
             self.addDockWidget(area, dock)
+            self.docks[title] = dock
+        self.tabifyDockWidget(self.docks["Info"], self.docks["Generate"])
+        self.docks["Info"].raise_()
         self.info.setMinimumWidth(300)
         self.filters.setMinimumWidth(220)
+        self.generation = GenerateController(self.generate_panel, self)
+        self.generation.imagesAdded.connect(self._images_added)
+        self.generation.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
 
         self.summary = QLabel()
         self.statusBar().addPermanentWidget(self.summary)
@@ -137,6 +148,16 @@ class MainWindow(QMainWindow):
         self.auto_advance.setToolTip("Move to the next image after each decision (Caps Lock)")
         self.use_picks_action = self._action("Use Picks as Training Set", self.use_picks)
         self.export_picks_action = self._action("Export Picks…", self.choose_export)
+        self.generate_action = self._action("Generate…", self.show_generate, "Ctrl+G")
+        self.generate_action.setToolTip("Open the Generate panel (Ctrl+G)")
+        self.folder_actions = [
+            self._action(f"Add {label} Folder…", lambda _=False, k=key: self.add_folder(k))
+            for label, key in (
+                ("Checkpoint", "model_folders"),
+                ("LoRA", "lora_folders"),
+                ("Embedding", "embedding_folders"),
+            )
+        ]
         self.new_action = self._action("&New Project…", self.new_project, QKeySequence.New)
         self.open_action = self._action("&Open Project…", self.choose_project, QKeySequence.Open)
         self.import_action = self._action("&Import Images…", self.choose_import, "Ctrl+I")
@@ -177,6 +198,8 @@ class MainWindow(QMainWindow):
         bar.addSeparator()
         bar.addAction(self.use_picks_action)
         bar.addAction(self.export_picks_action)
+        bar.addSeparator()
+        bar.addAction(self.generate_action)
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -187,6 +210,10 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.import_action)
         file_menu.addAction(self.import_folder_action)
         file_menu.addAction(self.export_picks_action)
+        file_menu.addSeparator()
+        folders_menu = file_menu.addMenu("Model &Folders")
+        for action in self.folder_actions:
+            folders_menu.addAction(action)
         file_menu.addSeparator()
         file_menu.addAction(self._action("&Quit", self.close, QKeySequence.Quit))
         edit_menu = self.menuBar().addMenu("&Edit")
@@ -206,6 +233,8 @@ class MainWindow(QMainWindow):
             self.survey_action,
         ):
             view_menu.addAction(action)
+        view_menu.addSeparator()
+        view_menu.addAction(self.generate_action)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(self.help_action)
         help_menu.addAction(self._action("&About charstudio", self.about))
@@ -263,9 +292,11 @@ class MainWindow(QMainWindow):
 
     def _set_project(self, project: Project) -> None:
         if self.project is not None:
+            self.generation.set_project(None, None)  # saves the panel's settings first
             self.project.close()
         self.project = project
         self._connect_queue(project.root)
+        self.generation.set_project(project, self.queue_worker)
         self.show_grid()
         image_filter = ImageFilter.from_json(project.catalog.get_setting(FILTER_SETTING))
         self.filters.set_axes(project.catalog.sweep_axes())
@@ -472,6 +503,7 @@ class MainWindow(QMainWindow):
             self.info.show_image(None)
             return
         record: ImageRecord = self.model.record(image_id)
+        self.generate_panel.set_last_seed(record.seed)  # the ♻ button reuses it
         path = self.project.file_path(record.path)
         self.info.show_image(
             record,
@@ -576,6 +608,31 @@ class MainWindow(QMainWindow):
             )
         self.statusBar().showMessage(text, 15000)
 
+    # -- generation ------------------------------------------------------------------------
+
+    def show_generate(self) -> None:
+        dock = self.docks["Generate"]
+        dock.show()
+        dock.raise_()
+        self.generate_panel.prompt_edit.setFocus()
+
+    def add_folder(self, setting: str) -> None:
+        """Add a folder of checkpoints, LoRAs or embeddings (e.g. an A1111 install's) to the
+        folders this project searches besides its own."""
+        if self.project is None:
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder")
+        if folder:
+            self.add_model_folder(setting, Path(folder))
+
+    def add_model_folder(self, setting: str, folder: Path) -> None:
+        assert self.project is not None
+        folders = list(self.project.catalog.get_setting(setting, []) or [])
+        if str(folder) not in folders:
+            self.project.catalog.set_setting(setting, [*folders, str(folder)])
+        self.generation.refresh_choices()
+        self.statusBar().showMessage(f"Searching {folder} too", 8000)
+
     # -- import ----------------------------------------------------------------------------
 
     def choose_import(self) -> None:
@@ -611,6 +668,8 @@ class MainWindow(QMainWindow):
         worker.wake()  # jobs left queued or interrupted last time go on now
 
     def _queue_job_started(self, job: QueuedJob) -> None:
+        if self.generation.job_started(job):
+            return
         title = JOB_TITLES.get(job.kind, job.kind)
         dialog = QProgressDialog(f"{title}…", "Cancel", 0, 0, self)
         dialog.setWindowTitle(title)
@@ -621,10 +680,15 @@ class MainWindow(QMainWindow):
         self._queue_dialog = dialog
 
     def _queue_job_progress(self, job: QueuedJob, event: Progress) -> None:
+        if self.generation.job_progress(job, event):
+            return
         if self._queue_dialog is not None:
             self._job_progress(self._queue_dialog, JOB_TITLES.get(job.kind, job.kind), event)
 
     def _queue_job_finished(self, job: QueuedJob) -> None:
+        if self.generation.job_finished(job):
+            self._refresh()
+            return
         if self._queue_dialog is not None:
             self._queue_dialog.reset()
             self._queue_dialog.deleteLater()
@@ -640,7 +704,8 @@ class MainWindow(QMainWindow):
                 self._export_done(result)
         self._refresh()
 
-    def _import_done(self, report: dict[str, Any]) -> None:
+    def _reload_images(self) -> None:
+        """Catalog rows were added: reload the grid and the sweep filters, keep the focus."""
         focused = self.current_id()
         self.model.reload()
         if self.project is not None:
@@ -650,6 +715,13 @@ class MainWindow(QMainWindow):
             self._focus_id(focused)
         elif self.model.rowCount():
             self._focus_row(0)
+
+    def _images_added(self, image_ids: list[int]) -> None:
+        self._reload_images()
+        self._refresh()
+
+    def _import_done(self, report: dict[str, Any]) -> None:
+        self._reload_images()
         failed = report.get("failed", [])
         text = (
             f"Imported {report.get('added', 0)} · duplicates {report.get('duplicates', 0)} · "
@@ -707,6 +779,7 @@ class MainWindow(QMainWindow):
             app.removeEventFilter(self)
         if self.queue_worker is not None:
             self.queue_worker.shutdown()  # a running job goes back in the queue for next time
+        self.generation.set_project(None, None)  # saves the Generate panel's settings
         self.model.shutdown()
         self.model.set_project(None)
         if self.project is not None:

@@ -63,7 +63,10 @@ class _QueueThread(QThread):
                             self.finished_job.emit(ended)
                         break
                     now = time.monotonic()
-                    if now - last >= PROGRESS_INTERVAL_S or event.done == event.total:
+                    # Events that carry new images are never dropped: the grid shows them.
+                    carries_images = bool(event.detail.get("new_image_ids"))
+                    due = now - last >= PROGRESS_INTERVAL_S or event.done == event.total
+                    if due or carries_images:
                         last = now
                         self.progress.emit(current, event)
 

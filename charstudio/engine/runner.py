@@ -1,0 +1,313 @@
+"""One batch of images from settings: the single sampling path of generation, regeneration and
+checkpoint grids, so what a grid shows is what the artist gets.
+
+:class:`ModelRunner` knows the project's model, embedding and LoRA folders, keeps the loaded
+model resident between jobs (one process-wide :class:`ModelCache`), applies the LoRAs a prompt
+names, and writes A1111 infotext that says exactly how each image was made.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from charstudio import __version__
+from charstudio.engine.embeddings import EmbeddingLibrary
+from charstudio.engine.loras import LoraLibrary, LoraPatcher, lora_hashes_infotext, loras_in_prompt
+from charstudio.engine.model_loading import ModelCache, ModelNotFoundError
+from charstudio.engine.runtime import EngineOptions, is_out_of_memory, prepare_for_inference
+from charstudio.engine.sweeps import GenerationSettings, model_display_name
+from charstudio.jobs.protocol import CancelToken
+from charstudio.metadata.infotext import GenerationParams
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from charstudio.catalog.project import Project
+    from charstudio.engine.model_loading import SD15Components
+
+__all__ = [
+    "ENGINE_SETTING",
+    "MODEL_CACHE",
+    "GenerationError",
+    "ModelRunner",
+    "StepEvent",
+    "find_checkpoints",
+]
+
+# Project settings (JSON lists of folders) for files kept outside the project, typically an
+# A1111 install's models/Stable-diffusion, embeddings and models/Lora folders.
+MODEL_FOLDERS_SETTING = "model_folders"
+EMBEDDING_FOLDERS_SETTING = "embedding_folders"
+LORA_FOLDERS_SETTING = "lora_folders"
+ENGINE_SETTING = "engine"
+
+CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+# One resident model for the whole process: the GPU worker serves jobs one after another and
+# an SD 1.5 model takes seconds to load, so it stays loaded between jobs.
+MODEL_CACHE = ModelCache()
+
+
+class GenerationError(Exception):
+    """A job that cannot run or went wrong, with a message meant for the artist."""
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    step: int
+    total: int
+    latents: Any
+
+
+def _folders(project: Project, setting: str, own: str) -> list[Path]:
+    extra = project.catalog.get_setting(setting, []) or []
+    return [project.root / own, *(Path(f) for f in extra if isinstance(f, str))]
+
+
+def model_folders(project: Project) -> list[Path]:
+    return [p for p in _folders(project, MODEL_FOLDERS_SETTING, "models") if p.is_dir()]
+
+
+def find_checkpoints(project: Project) -> list[Path]:
+    """Checkpoint files and diffusers folders in the project's model folders, by name."""
+    found: list[Path] = []
+    for folder in model_folders(project):
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            if "model_index.json" in files:
+                found.append(Path(root))
+                dirs[:] = []
+                continue
+            found.extend(
+                Path(root, f)
+                for f in files
+                if f.lower().endswith(CHECKPOINT_EXTENSIONS) and not f.startswith(".")
+            )
+    return sorted(found, key=lambda p: (p.name.lower(), str(p)))
+
+
+def resolve_model(project: Project, name: str, *, near: str | None = None) -> Path | str:
+    """The checkpoint ``name`` refers to: a path (absolute or relative to the project), else a
+    checkpoint of that file name or stem in the model folders or beside ``near`` (the job's
+    base model, so a Checkpoint name axis can list siblings by name), else a Hub id."""
+    if not name or not name.strip():
+        raise ModelNotFoundError("no checkpoint chosen")
+    name = name.strip()
+    direct = Path(name).expanduser()
+    for candidate in (direct, project.root / direct):
+        if candidate.exists():
+            return candidate
+    folders = model_folders(project)
+    if near:
+        near_path = Path(near) if Path(near).is_absolute() else project.root / near
+        folders.insert(0, near_path.parent)
+    wanted = model_display_name(name).casefold()
+    for folder in folders:
+        for candidate in sorted(folder.iterdir()) if folder.is_dir() else ():
+            if candidate.name.startswith("."):
+                continue
+            is_model = candidate.suffix.lower() in CHECKPOINT_EXTENSIONS or (
+                candidate.is_dir() and (candidate / "model_index.json").is_file()
+            )
+            if is_model and model_display_name(candidate.name).casefold() == wanted:
+                return candidate
+    if _HUB_ID.match(name) and not Path(name).suffix:
+        return name
+    where = ", ".join(str(f) for f in folders) or "no model folders are set"
+    raise ModelNotFoundError(f"checkpoint not found: {name} (looked in {where})")
+
+
+class ModelRunner:
+    """Generates batches for one project with its folders and engine options."""
+
+    def __init__(
+        self,
+        project: Project,
+        *,
+        options: EngineOptions | None = None,
+        cache: ModelCache | None = None,
+    ) -> None:
+        self.project = project
+        self.options = options or EngineOptions.from_json(
+            project.catalog.get_setting(ENGINE_SETTING)
+        )
+        self.cache = cache or MODEL_CACHE
+        self.embeddings = EmbeddingLibrary(
+            _folders(project, EMBEDDING_FOLDERS_SETTING, "embeddings")
+        )
+        self.loras = LoraLibrary(_folders(project, LORA_FOLDERS_SETTING, "loras"))
+        self._patchers: dict[int, LoraPatcher] = {}
+        # The job's base checkpoint: a Checkpoint name axis may name its siblings by name.
+        self.base_model: str | None = None
+
+    # -- checks before a job ---------------------------------------------------------------
+
+    def problems(self, settings: GenerationSettings) -> list[str]:
+        """What would stop these settings from generating, in words, before anything runs."""
+        from charstudio.engine.conditioning import check_prompt_embeddings
+
+        problems: list[str] = []
+        try:
+            self.model_path(settings)
+        except ModelNotFoundError as error:
+            problems.append(str(error))
+        if settings.vae and not Path(settings.vae).exists():
+            problems.append(f"VAE file not found: {settings.vae}")
+        for prompt in (settings.prompt, settings.negative_prompt):
+            for name, _weights in loras_in_prompt(prompt):
+                if self.loras.resolve(name) is None:
+                    folders = ", ".join(str(f) for f in self.loras.folders)
+                    problems.append(f"unknown LoRA <lora:{name}>: no such file in {folders}")
+                else:
+                    try:
+                        self.loras.get(name)
+                    except Exception as error:  # a broken file: its message names it
+                        problems.append(str(error))
+            problems.extend(check_prompt_embeddings(prompt, self.embeddings))
+        return list(dict.fromkeys(problems))
+
+    def model_path(self, settings: GenerationSettings) -> Path | str:
+        if settings.model is None:
+            raise ModelNotFoundError("no checkpoint chosen")
+        return resolve_model(self.project, settings.model, near=self.base_model)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def load(self, settings: GenerationSettings) -> SD15Components:
+        """The model for ``settings``, loading it (and freeing the previous one) if needed."""
+        device = self.options.resolved_device()
+        components = self.cache.get(
+            self.model_path(settings),
+            vae=settings.vae,
+            device=device,
+            dtype=self.options.resolved_dtype(device),
+        )
+        prepare_for_inference(components, self.options)
+        return components
+
+    def _apply_loras(self, components: SD15Components, settings: GenerationSettings) -> list[Any]:
+        patcher = self._patchers.get(id(components))
+        if patcher is None:
+            unet = getattr(components.unet, "_orig_mod", components.unet)  # under torch.compile
+            self._patchers = {id(components): LoraPatcher(unet, components.text_encoder)}
+            patcher = self._patchers[id(components)]
+        tags = loras_in_prompt(settings.prompt)
+        chosen = [(self.loras.get(name), weights) for name, weights in tags]
+        patcher.set(chosen)
+        return [lora for lora, _ in chosen]
+
+    def batch(
+        self,
+        settings: GenerationSettings,
+        seeds: Sequence[int],
+        *,
+        cancel: CancelToken | None = None,
+        decode_mode: str = "batch",
+    ) -> Generator[StepEvent, None, list[tuple[Image.Image, GenerationParams]]]:
+        """Sample and decode one batch; yields after every step, returns each image with its
+        infotext. A GPU out-of-memory error becomes a :class:`GenerationError` that says what
+        to change; the VAE decode first retries image by image, then tiled."""
+        from charstudio.engine.conditioning import PromptEncoder
+        from charstudio.engine.sampling import iter_sample_latents
+
+        components = self.load(settings)
+        loras = self._apply_loras(components, settings)
+        device = self.options.resolved_device()
+        encoder = PromptEncoder(
+            components.text_encoder,
+            embeddings=self.embeddings,
+            clip_skip=settings.clip_skip,
+            device=device,
+            dtype=components.unet.dtype,
+        )
+        loop = iter_sample_latents(
+            unet=components.unet,
+            vae=components.vae,
+            encoder=encoder,
+            prompt=settings.prompt,
+            negative_prompt=settings.negative_prompt,
+            seeds=seeds,
+            steps=settings.steps,
+            cfg_scale=settings.cfg_scale,
+            width=settings.width,
+            height=settings.height,
+            sampler=settings.sampler,
+            schedule_type=settings.schedule_type,
+            scheduler_config=components.scheduler_config,
+            device=device,
+            cancel=cancel,
+        )
+        while True:
+            try:
+                step, total, current = next(loop)
+            except StopIteration as done:
+                latents = done.value
+                break
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+                raise self._out_of_memory(settings, len(seeds)) from None
+            yield StepEvent(step, total, current)
+        images = self._decode(components, latents, settings, len(seeds), decode_mode)
+        extras = self._infotext_extras(components, settings, encoder, loras)
+        model_hash = components.model_hash
+        return [
+            (image, settings.to_params(seed, model_hash=model_hash, extras=extras))
+            for image, seed in zip(images, seeds, strict=True)
+        ]
+
+    def _decode(
+        self, components: Any, latents: Any, settings: GenerationSettings, count: int, mode: str
+    ) -> list[Image.Image]:
+        from charstudio.engine.runtime import free_gpu_memory
+        from charstudio.engine.sampling import DECODE_MODES, decode_latents
+
+        modes = list(DECODE_MODES[DECODE_MODES.index(mode) :])
+        while True:
+            try:
+                return decode_latents(components.vae, latents, mode=modes.pop(0))
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+                free_gpu_memory()
+                if not modes:
+                    raise self._out_of_memory(settings, count) from None
+
+    @staticmethod
+    def _out_of_memory(settings: GenerationSettings, count: int) -> GenerationError:
+        from charstudio.engine.runtime import free_gpu_memory
+
+        free_gpu_memory()
+        advice = (
+            f"try a smaller batch size (e.g. {max(1, count // 2)})"
+            if count > 1
+            else "try a smaller image size, or close other programs using the GPU"
+        )
+        return GenerationError(
+            f"The GPU ran out of memory generating {count} image{'s' if count != 1 else ''} of "
+            f"{settings.width}×{settings.height} at once; {advice}. "
+            "Images finished before this were kept."
+        )
+
+    def _infotext_extras(
+        self, components: Any, settings: GenerationSettings, encoder: Any, loras: list[Any]
+    ) -> dict[str, object]:
+        extras: dict[str, object] = {}
+        if components.vae_hash:
+            extras["VAE hash"] = components.vae_hash
+        used = {}
+        for prompt in (settings.prompt, settings.negative_prompt):
+            used.update(encoder.used_embeddings(prompt))
+        ti = [f"{name}: {emb.shorthash}" for name, emb in used.items() if emb and emb.shorthash]
+        if ti:
+            extras["TI hashes"] = ", ".join(ti)
+        if loras:
+            extras["Lora hashes"] = lora_hashes_infotext(loras)
+        extras["Version"] = f"charstudio {__version__}"
+        return extras

@@ -1,0 +1,1075 @@
+"""The Generate panel: A1111's txt2img settings and X/Y/Z plot, laid out for a dock.
+
+The panel edits one :class:`GenerateRequest` and shows the running job; it never runs anything.
+It emits ``generateRequested(GenerateRequest)`` and ``cancelRequested(job_id)``; the main window
+queues and runs the jobs and reports back through ``job_started`` / ``show_progress`` /
+``job_finished``. Validation, planning and token counting are the core's (engine.requests,
+engine.sweeps, prompts.token_count), so the panel, the command line and the tests agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path, PureWindowsPath
+from typing import Any
+
+from PySide6.QtCore import QEvent, QObject, QPoint, QRect, QRegularExpression, QSize, Qt, Signal
+from PySide6.QtGui import (
+    QImage,
+    QKeyEvent,
+    QPainter,
+    QPaintEvent,
+    QRegularExpressionValidator,
+    QValidator,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from charstudio.catalog import Project
+from charstudio.engine.requests import GenerateRequest, new_plan_seed
+from charstudio.engine.samplers import resolve_sampler, schedule_types_for
+from charstudio.engine.sweeps import (
+    AXIS_TYPES,
+    CHARACTER_SHEET_X,
+    CHARACTER_SHEET_Y,
+    SAMPLER_NAMES,
+    GenerationSettings,
+    character_sheet_preset,
+    parse_axis,
+    split_sampler_name,
+)
+from charstudio.jobs import Progress, format_eta
+from charstudio.prompts.token_count import CHUNK_LENGTH, prompt_report
+
+__all__ = ["SETTING_KEY", "GeneratePanel", "pil_to_qimage"]
+
+SETTING_KEY = "generate.request"  # project setting holding GenerateRequest.to_params()
+AUTOMATIC = "Automatic"  # schedule type shown for None (the sampler's own default)
+LETTERS = ("X", "Y", "Z")
+ERROR_STYLE = "color: #d9534f;"
+MUTED_STYLE = "color: #888;"
+PREVIEW_SIZE = 256  # preferred size of the live preview; it shrinks with the dock
+EMPTY_COUNTER = f"0/{CHUNK_LENGTH}"
+
+# Planning resolves every cell (Prompt S/R search, seeds); past this many cells the live label
+# only multiplies axis lengths so typing never stalls. Generate always plans in full.
+PLAN_CELL_LIMIT = 5000
+
+# The character sheet searches for the first value of each axis ("an extreme closeup",
+# "front shot"), so a prompt for it must contain both.
+SHEET_FRAMING = parse_axis(CHARACTER_SHEET_X).value_text(0)
+SHEET_ANGLE = parse_axis(CHARACTER_SHEET_Y).value_text(0)
+# DESIGN.md workflow step 1: the tutorial's description of the character.
+SHEET_DESCRIPTION = (
+    "a 25yo woman with chin length straight black hair in a bob cut with bangs, "
+    "(neutral gray background:1.3), neutral face expression"
+)
+SHEET_NEGATIVE = "jewellery, clothes, (blurry:1.2)"
+
+AXIS_HINTS = {
+    "Prompt S/R": "text to find first, then replacements",
+    "Seed": "-1, 1234, 5678",
+    "Steps": "20-40 (+10)",
+    "CFG Scale": "5-9 (+1)",
+    "Sampler": "Euler a, DPM++ 2M Karras",
+    "Checkpoint name": "model_a, model_b",
+    "Size": "512x512, 512x768",
+    "Embedding": "name-40, name-60, name-80",
+    "LoRA weight": "0.5-1 (+0.25)",
+}
+
+_STRING_FIELDS = ("prompt", "negative_prompt", "sampler")
+_OPTIONAL_STRING_FIELDS = ("schedule_type", "model", "model_hash", "vae")
+_SETTING_FIELDS = {f.name for f in dataclasses.fields(GenerationSettings)}
+
+
+# --- small widgets ------------------------------------------------------------------------------
+
+
+class _SpinBox(QSpinBox):
+    """A spin box that lets the wheel scroll the panel unless it has the focus."""
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        if self.hasFocus():
+            super().wheelEvent(event)
+        else:
+            event.ignore()
+
+
+class _DoubleSpinBox(QDoubleSpinBox):
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        if self.hasFocus():
+            super().wheelEvent(event)
+        else:
+            event.ignore()
+
+
+class _ComboBox(QComboBox):
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        if self.hasFocus():
+            super().wheelEvent(event)
+        else:
+            event.ignore()
+
+
+class _SizeSpinBox(_SpinBox):
+    """Width/height: SD latents need multiples of 8, so other values are snapped when typed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setRange(64, 2048)
+        self.setSingleStep(8)
+
+    def validate(self, text: str, pos: int) -> object:
+        result = super().validate(text, pos)
+        state = result[0] if isinstance(result, tuple) else result
+        if state == QValidator.State.Acceptable and int(text) % 8:
+            return QValidator.State.Intermediate, text, pos
+        return result
+
+    def fixup(self, text: str) -> str:
+        try:
+            value = round(int(text) / 8) * 8
+        except ValueError:
+            return text
+        return str(min(self.maximum(), max(self.minimum(), value)))
+
+
+def _file_label(path: str) -> str:
+    # PureWindowsPath splits on both / and \, so Windows paths read well everywhere.
+    return PureWindowsPath(path.rstrip("\\/")).name or path
+
+
+class _PathCombo(_ComboBox):
+    """An editable list of model files: file names shown, full paths as item data.
+
+    A path typed or pasted into the box is used as it is. ``none_label`` ("Automatic") is an
+    extra first entry standing for None.
+    """
+
+    def __init__(self, none_label: str | None, placeholder: str) -> None:
+        super().__init__()
+        self._none_label = none_label
+        self.setEditable(True)
+        self.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(12)
+        self.lineEdit().setPlaceholderText(placeholder)
+        self.currentTextChanged.connect(lambda _text: self.setToolTip(self.path() or ""))
+        self.set_choices([])
+
+    def set_choices(self, paths: Iterable[str]) -> None:
+        paths_list = [str(path) for path in paths]
+        current = self.path()
+        blocked = self.blockSignals(True)
+        try:
+            self.clear()
+            if self._none_label is not None:
+                self.addItem(self._none_label, None)
+            for path in paths_list:
+                self._add(path)
+        finally:
+            self.blockSignals(blocked)
+        self.set_path(current)
+
+    def _add(self, path: str) -> int:
+        self.addItem(_file_label(path), path)
+        index = self.count() - 1
+        self.setItemData(index, path, Qt.ItemDataRole.ToolTipRole)
+        return index
+
+    def path(self) -> str | None:
+        text = self.currentText().strip()
+        if not text:
+            return None
+        # Prefer the selected entry: two folders may hold files of the same name.
+        index = self.currentIndex()
+        if index < 0 or self.itemText(index) != text:
+            index = self.findText(text, Qt.MatchFlag.MatchExactly)
+        return self.itemData(index) if index >= 0 else text
+
+    def set_path(self, path: str | None) -> None:
+        if not path:
+            # "Automatic"; for checkpoints, like A1111, the first one when there are any.
+            self.setCurrentIndex(0 if self.count() else -1)
+            if not self.count():
+                self.setEditText("")
+            return
+        index = self.findData(path)
+        if index < 0:
+            index = self._add(path)
+        self.setCurrentIndex(index)
+        self.setEditText(self.itemText(index))
+
+
+def _browse_button(parent: QWidget, combo: _PathCombo, title: str, file_filter: str) -> QToolButton:
+    """The "…" button: a model file on click, a diffusers folder from its menu."""
+
+    def start_folder() -> str:
+        current = combo.path()
+        return str(Path(current).parent) if current else ""
+
+    def pick_file() -> None:
+        path, _ = QFileDialog.getOpenFileName(parent, title, start_folder(), file_filter)
+        if path:
+            combo.set_path(path)
+
+    def pick_folder() -> None:
+        path = QFileDialog.getExistingDirectory(
+            parent, f"{title} (diffusers folder)", start_folder()
+        )
+        if path:
+            combo.set_path(path)
+
+    button = QToolButton(parent)
+    button.setText("…")
+    button.setToolTip(f"{title}: a .safetensors/.ckpt file, or a diffusers folder from the menu")
+    menu = QMenu(button)
+    menu.addAction("File…", pick_file)
+    menu.addAction("Diffusers folder…", pick_folder)
+    button.setMenu(menu)
+    button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
+    button.clicked.connect(pick_file)
+    return button
+
+
+def _small_button(text: str, tooltip: str) -> QToolButton:
+    button = QToolButton()
+    button.setText(text)
+    button.setToolTip(tooltip)
+    return button
+
+
+def _error_label() -> QLabel:
+    label = QLabel()
+    label.setTextFormat(Qt.TextFormat.PlainText)  # messages quote prompts with <lora:...> tags
+    label.setWordWrap(True)
+    label.setStyleSheet(ERROR_STYLE)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    # Long unbreakable words (paths) must not widen the dock.
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    label.setMinimumWidth(1)
+    label.hide()
+    return label
+
+
+class _Preview(QWidget):
+    """The job's live preview, scaled to fit (never enlarged), centred."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._image: QImage | None = None
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def image(self) -> QImage | None:
+        return self._image
+
+    def set_image(self, image: QImage | None) -> None:
+        self._image = image
+        self.setVisible(image is not None)
+        self.update()
+
+    def sizeHint(self) -> QSize:
+        return QSize(PREVIEW_SIZE, PREVIEW_SIZE)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(48, 48)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        if self._image is None or self._image.isNull():
+            return
+        size = self._image.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
+        if size.width() > self._image.width():
+            size = self._image.size()
+        target = QRect(QPoint(0, 0), size)
+        target.moveCenter(self.rect().center())
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        painter.drawImage(target, self._image)
+        painter.end()
+
+
+def pil_to_qimage(image: Any) -> QImage:
+    """A QImage owning its pixels, from a PIL image (any mode) or a QImage."""
+    if isinstance(image, QImage):
+        return image.copy()
+    rgba = image.convert("RGBA")
+    data = rgba.tobytes("raw", "RGBA")
+    borrowed = QImage(data, rgba.width, rgba.height, rgba.width * 4, QImage.Format.Format_RGBA8888)
+    # The QImage above points into ``data``; the copy owns its pixels and outlives the bytes.
+    return borrowed.copy()
+
+
+# --- stored settings ----------------------------------------------------------------------------
+
+
+def _stored_request(stored: object) -> tuple[GenerateRequest, list[str]]:
+    """The request saved in a project, and the names of saved values that had to be dropped.
+
+    Saved settings come from older versions or hand edits: anything unreadable falls back to
+    its default, one value at a time, so one bad value never loses the prompt.
+    """
+    default = GenerateRequest(GenerationSettings(prompt=""))
+    if stored is None:
+        return default, []
+    if not isinstance(stored, Mapping):
+        return default, ["all settings"]
+    dropped: list[str] = []
+    raw = stored.get("settings")
+    if not isinstance(raw, Mapping):
+        raw = {}
+        dropped.append("settings")
+    settings = default.settings
+    for name, value in raw.items():
+        if name == "extra_params" or name == "model_hash":
+            continue  # derived by the engine; a stale hash would be wrong for another file
+        if not _plausible_setting(str(name), value):
+            dropped.append(str(name))
+            continue
+        try:
+            settings = settings.replace(**{name: value})
+        except (ValueError, TypeError, AttributeError):
+            dropped.append(str(name))
+    axes: dict[str, str | None] = {}
+    for key in ("x", "y", "z"):
+        spec = stored.get(key)
+        if spec is not None and not isinstance(spec, str):
+            dropped.append(f"{key.upper()} axis")
+            spec = None
+        axes[key] = spec
+    flags: dict[str, bool] = {}
+    for key in ("keep_random_seeds", "save_grid"):
+        if key in stored:
+            if isinstance(stored[key], bool):
+                flags[key] = stored[key]
+            else:
+                dropped.append(key)
+    return default.replace(settings=settings, **axes, **flags), dropped
+
+
+def _plausible_setting(name: str, value: object) -> bool:
+    """Type checks GenerationSettings leaves to its callers (it validates numbers itself)."""
+    if name not in _SETTING_FIELDS:
+        return False
+    if name in _STRING_FIELDS:
+        if not isinstance(value, str):
+            return False
+        if name == "sampler":
+            try:
+                split_sampler_name(value)
+            except ValueError:
+                return False
+    optional_string = name in _OPTIONAL_STRING_FIELDS
+    return not optional_string or value is None or isinstance(value, str)
+
+
+# --- the panel ----------------------------------------------------------------------------------
+
+
+class GeneratePanel(QWidget):
+    """txt2img + X/Y/Z plot settings, the Generate button and the running job's progress."""
+
+    generateRequested = Signal(object)  # GenerateRequest, validated and planned once
+    cancelRequested = Signal(int)  # the running job's id (from job_started; -1 if unknown)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._project: Project | None = None
+        self._loading = False  # filling widgets from a request: no "changed" side effects
+        self._last_seed: int | None = None
+        self._job_id = -1
+        self._embeddings: dict[str, int] = {}
+
+        self.hint_label = QLabel("Open or create a project to generate images.")
+        self.hint_label.setWordWrap(True)
+        self.hint_label.setStyleSheet(MUTED_STYLE)
+
+        content = QWidget()
+        content_layout = QVBoxLayout(content)
+        content_layout.setContentsMargins(4, 4, 4, 4)
+        content_layout.addWidget(self._build_model_box())
+        content_layout.addWidget(self._build_prompt_box())
+        content_layout.addWidget(self._build_sampling_box())
+        content_layout.addWidget(self._build_xyz_box())
+        content_layout.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidget(content)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+        self._actions = self._build_actions()
+        # The artist trades settings space for preview space with the splitter handle.
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(self.scroll)
+        self.splitter.addWidget(self._actions)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setChildrenCollapsible(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.hint_label)
+        layout.addWidget(self.splitter, 1)
+
+        self._connect_changes()
+        self.set_request(GenerateRequest(GenerationSettings(prompt="")))
+        self.set_project(None)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def _build_model_box(self) -> QGroupBox:
+        self.model_combo = _PathCombo(None, "Checkpoint file or folder")
+        self.vae_combo = _PathCombo(AUTOMATIC, "VAE file")
+        self.model_browse = _browse_button(
+            self, self.model_combo, "Checkpoint", "Checkpoints (*.safetensors *.ckpt)"
+        )
+        self.vae_browse = _browse_button(
+            self, self.vae_combo, "VAE", "VAE (*.safetensors *.ckpt *.pt)"
+        )
+        box = QGroupBox("Model")
+        form = QFormLayout(box)
+        for label, combo, button in (
+            ("Checkpoint", self.model_combo, self.model_browse),
+            ("VAE", self.vae_combo, self.vae_browse),
+        ):
+            row = QHBoxLayout()
+            row.addWidget(combo, 1)
+            row.addWidget(button)
+            form.addRow(label, row)
+        return box
+
+    def _prompt_edit(self, lines: int, placeholder: str) -> QPlainTextEdit:
+        edit = QPlainTextEdit()
+        edit.setPlaceholderText(placeholder)
+        edit.setTabChangesFocus(True)
+        height = edit.fontMetrics().lineSpacing() * lines + 12
+        edit.setFixedHeight(height)
+        edit.installEventFilter(self)  # Ctrl+Enter generates, as in A1111
+        return edit
+
+    def _build_prompt_box(self) -> QGroupBox:
+        self.prompt_edit = self._prompt_edit(5, "Prompt (Ctrl+Enter to generate)")
+        self.negative_edit = self._prompt_edit(3, "Negative prompt")
+        self.prompt_tokens = QLabel()
+        self.negative_tokens = QLabel()
+        box = QGroupBox("Prompts")
+        layout = QVBoxLayout(box)
+        for title, edit, counter in (
+            ("Prompt", self.prompt_edit, self.prompt_tokens),
+            ("Negative prompt", self.negative_edit, self.negative_tokens),
+        ):
+            counter.setStyleSheet(MUTED_STYLE)
+            counter.setAlignment(Qt.AlignmentFlag.AlignRight)
+            header = QHBoxLayout()
+            header.addWidget(QLabel(title))
+            header.addStretch(1)
+            header.addWidget(counter)
+            layout.addLayout(header)
+            layout.addWidget(edit)
+        return box
+
+    def _build_sampling_box(self) -> QGroupBox:
+        self.sampler_combo = _ComboBox()
+        for name in SAMPLER_NAMES:
+            self.sampler_combo.addItem(name)
+            notes = resolve_sampler(name).notes
+            if notes:
+                self.sampler_combo.setItemData(
+                    self.sampler_combo.count() - 1, notes, Qt.ItemDataRole.ToolTipRole
+                )
+        self.schedule_combo = _ComboBox()
+        self.schedule_combo.setToolTip("Schedule type (Automatic: the sampler's default)")
+        self.steps_spin = _SpinBox()
+        self.steps_spin.setRange(1, 150)
+        self.cfg_spin = _DoubleSpinBox()
+        self.cfg_spin.setRange(1.0, 30.0)
+        self.cfg_spin.setSingleStep(0.5)
+        self.cfg_spin.setDecimals(1)
+        self.width_spin = _SizeSpinBox()
+        self.height_spin = _SizeSpinBox()
+        self.swap_size_button = _small_button("⇅", "Swap width and height")
+        self.batch_count_spin = _SpinBox()
+        self.batch_count_spin.setRange(1, 100)
+        self.batch_count_spin.setToolTip("Batch count: batches made one after the other")
+        self.batch_size_spin = _SpinBox()
+        self.batch_size_spin.setRange(1, 8)
+        self.batch_size_spin.setToolTip("Batch size: images made at once (uses more VRAM)")
+        self.clip_skip_spin = _SpinBox()
+        self.clip_skip_spin.setRange(1, 12)
+        self.clip_skip_spin.setToolTip("Clip skip (1 = use the last CLIP layer)")
+        self.seed_edit = QLineEdit()
+        self.seed_edit.setValidator(
+            QRegularExpressionValidator(QRegularExpression(r"-1|\d{1,19}"), self.seed_edit)
+        )
+        self.seed_edit.setPlaceholderText("-1")
+        self.seed_edit.setToolTip("Seed; -1 picks a random one")
+        self.random_seed_button = _small_button("🎲", "Random seed (-1)")
+        self.reuse_seed_button = _small_button("♻", "Reuse the last image's seed")
+        self.reuse_seed_button.setEnabled(False)
+
+        box = QGroupBox("Sampling")
+        form = QFormLayout(box)
+        row = QHBoxLayout()
+        row.addWidget(self.sampler_combo, 3)
+        row.addWidget(self.schedule_combo, 2)
+        form.addRow("Sampler", row)
+        row = QHBoxLayout()
+        row.addWidget(self.steps_spin, 1)
+        row.addWidget(QLabel("CFG"))
+        row.addWidget(self.cfg_spin, 1)
+        form.addRow("Steps", row)
+        row = QHBoxLayout()
+        row.addWidget(self.width_spin, 1)
+        row.addWidget(QLabel("×"))
+        row.addWidget(self.height_spin, 1)
+        row.addWidget(self.swap_size_button)
+        form.addRow("Size", row)
+        row = QHBoxLayout()
+        row.addWidget(self.batch_count_spin, 1)
+        row.addWidget(QLabel("×"))
+        row.addWidget(self.batch_size_spin, 1)
+        batch_label = QLabel("Batches")
+        batch_label.setToolTip("Batch count × batch size")
+        form.addRow(batch_label, row)
+        row = QHBoxLayout()
+        row.addWidget(self.seed_edit, 1)
+        row.addWidget(self.random_seed_button)
+        row.addWidget(self.reuse_seed_button)
+        row.addWidget(QLabel("Clip skip"))
+        row.addWidget(self.clip_skip_spin)
+        form.addRow("Seed", row)
+
+        self.sampler_combo.currentTextChanged.connect(self._update_schedule_choices)
+        self.swap_size_button.clicked.connect(self._swap_size)
+        self.random_seed_button.clicked.connect(lambda: self.seed_edit.setText("-1"))
+        self.reuse_seed_button.clicked.connect(self._reuse_seed)
+        return box
+
+    def _build_xyz_box(self) -> QGroupBox:
+        self.axis_type_combos: dict[str, QComboBox] = {}
+        self.axis_value_edits: dict[str, QLineEdit] = {}
+        box = QGroupBox("X/Y/Z plot")
+        grid = QGridLayout(box)
+        grid.setColumnStretch(2, 1)
+        for row, letter in enumerate(LETTERS):
+            combo = _ComboBox()
+            combo.addItems(["", *AXIS_TYPES])
+            combo.setToolTip(f"{letter} axis type (empty: no {letter} axis)")
+            edit = QLineEdit()
+            edit.setToolTip(f"{letter} values, comma-separated (quotes keep commas)")
+            edit.setClearButtonEnabled(True)
+            self.axis_type_combos[letter] = combo
+            self.axis_value_edits[letter] = edit
+            grid.addWidget(QLabel(letter), row, 0)
+            grid.addWidget(combo, row, 1)
+            grid.addWidget(edit, row, 2)
+            combo.currentTextChanged.connect(
+                lambda _t, letter=letter: self._axis_type_changed(letter)
+            )
+            self._axis_type_changed(letter)
+        self.swap_axes_button = _small_button("⇄ X/Y", "Swap the X and Y axes")
+        self.keep_seeds_check = QCheckBox("Keep -1 for seeds")
+        self.keep_seeds_check.setToolTip("Every cell draws its own random seed")
+        self.save_grid_check = QCheckBox("Save grid")
+        self.save_grid_check.setToolTip("Also save an A1111-style grid image of the plot")
+        row_layout = QHBoxLayout()
+        row_layout.addWidget(self.keep_seeds_check)
+        row_layout.addWidget(self.save_grid_check)
+        row_layout.addStretch(1)
+        row_layout.addWidget(self.swap_axes_button)
+        grid.addLayout(row_layout, len(LETTERS), 0, 1, 3)
+        self.plan_label = QLabel()
+        self.plan_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.plan_label.setWordWrap(True)
+        grid.addWidget(self.plan_label, len(LETTERS) + 1, 0, 1, 3)
+        self.swap_axes_button.clicked.connect(self._swap_axes)
+        return box
+
+    def _build_actions(self) -> QWidget:
+        self.problem_label = _error_label()
+        self.character_sheet_button = QPushButton("Character sheet")
+        self.character_sheet_button.setToolTip(
+            "The tutorial's 288-image sweep: 3 framings × 3 angles × 8 batches of 4, "
+            "DPM++ 2M Karras, 30 steps, CFG 7, 512×512, Keep -1 for seeds"
+        )
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setDefault(True)
+        self.generate_button.setMinimumHeight(32)
+        self.generate_button.setToolTip(
+            "Generate (Ctrl+Enter in a prompt). While a job runs, this queues another."
+        )
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.queue_label = QLabel()
+        self.queue_label.setStyleSheet(MUTED_STYLE)
+        self.queue_label.hide()
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setFormat("%v/%m")
+        self.status_label = QLabel()
+        self.status_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status_label.setMinimumWidth(1)
+        self.preview = _Preview()
+        self.preview.hide()
+        self.progress_bar.hide()
+        self.status_label.hide()
+
+        actions = QWidget()
+        layout = QVBoxLayout(actions)
+        layout.setContentsMargins(6, 2, 6, 6)
+        layout.addWidget(self.problem_label)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.character_sheet_button)
+        buttons.addWidget(self.generate_button, 1)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        layout.addWidget(self.queue_label)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addStretch(0)
+        layout.addWidget(self.preview, 1)
+
+        self.character_sheet_button.clicked.connect(self.apply_character_sheet)
+        self.generate_button.clicked.connect(self.generate)
+        self.cancel_button.clicked.connect(lambda: self.cancelRequested.emit(self._job_id))
+        return actions
+
+    def _connect_changes(self) -> None:
+        for edit in (self.prompt_edit, self.negative_edit):
+            edit.textChanged.connect(self._changed)
+        for combo in (self.model_combo, self.vae_combo):
+            combo.currentTextChanged.connect(self._changed)
+        for combo in (self.sampler_combo, self.schedule_combo, *self.axis_type_combos.values()):
+            combo.currentIndexChanged.connect(self._changed)
+        for spin in self._spins():
+            spin.valueChanged.connect(self._changed)
+        for line in (self.seed_edit, *self.axis_value_edits.values()):
+            line.textChanged.connect(self._changed)
+        for check in (self.keep_seeds_check, self.save_grid_check):
+            check.toggled.connect(self._changed)
+
+    def _spins(self) -> tuple[QSpinBox | QDoubleSpinBox, ...]:
+        return (
+            self.steps_spin,
+            self.cfg_spin,
+            self.width_spin,
+            self.height_spin,
+            self.batch_count_spin,
+            self.batch_size_spin,
+            self.clip_skip_spin,
+        )
+
+    # -- the window's API ---------------------------------------------------------------------
+
+    def set_project(self, project: Project | None) -> None:
+        """Show ``project``'s saved settings; the previous project's are saved first.
+
+        Call with None before closing a project's catalog.
+        """
+        if self._project is not None and project is not self._project:
+            self.save_settings()
+        self._project = project
+        self.scroll.setEnabled(project is not None)
+        self._actions.setEnabled(project is not None)
+        self.hint_label.setVisible(project is None)
+        if project is None:
+            return
+        try:
+            stored = project.catalog.get_setting(SETTING_KEY)
+        except ValueError:  # not even JSON (a hand-edited catalog)
+            stored = "unreadable"
+        request, dropped = _stored_request(stored)
+        self.set_request(request)
+        if dropped:
+            self.show_problems(
+                [f"Saved settings reset to their defaults (unreadable): {', '.join(dropped)}"]
+            )
+
+    def save_settings(self) -> None:
+        """Remember the current settings in the project (also invalid axes, to fix later)."""
+        if self._project is None:
+            return
+        try:
+            request = self._build_request(plan_seed=0)
+        except ValueError:
+            return  # nothing consistent to store; the fields keep their text until fixed
+        self._project.catalog.set_setting(SETTING_KEY, request.to_params())
+
+    def set_request(self, request: GenerateRequest) -> None:
+        """Fill the widgets from ``request`` (e.g. a saved one, or an image's settings)."""
+        settings = request.settings
+        self._loading = True
+        try:
+            self.model_combo.set_path(settings.model)
+            self.vae_combo.set_path(settings.vae)
+            self.prompt_edit.setPlainText(settings.prompt)
+            self.negative_edit.setPlainText(settings.negative_prompt)
+            self._set_sampler(settings.sampler, settings.schedule_type)
+            self.steps_spin.setValue(settings.steps)
+            self.cfg_spin.setValue(settings.cfg_scale)
+            self.width_spin.setValue(settings.width)
+            self.height_spin.setValue(settings.height)
+            self.batch_count_spin.setValue(settings.batch_count)
+            self.batch_size_spin.setValue(settings.batch_size)
+            self.clip_skip_spin.setValue(settings.clip_skip)
+            self.seed_edit.setText(str(settings.seed))
+            for letter, spec in zip(LETTERS, (request.x, request.y, request.z), strict=True):
+                self._set_axis(letter, spec)
+            self.keep_seeds_check.setChecked(request.keep_random_seeds)
+            self.save_grid_check.setChecked(request.save_grid)
+        finally:
+            self._loading = False
+        self._changed()
+
+    def current_request(self, plan_seed: int | None = None) -> GenerateRequest:
+        """The request the widgets show; ValueError naming the field or axis that is wrong.
+
+        Each call draws a fresh ``plan_seed`` unless one is given, so -1 seeds differ per job.
+        """
+        request = self._build_request(new_plan_seed() if plan_seed is None else plan_seed)
+        request.axes()  # syntax errors now, naming the axis letter
+        return request
+
+    def set_model_choices(self, paths: Sequence[str]) -> None:
+        self.model_combo.set_choices(paths)
+
+    def set_vae_choices(self, paths: Sequence[str]) -> None:
+        self.vae_combo.set_choices(paths)
+
+    def set_embeddings(self, embeddings: Mapping[str, int]) -> None:
+        """Embedding names -> vectors per token, so the token counters count them as A1111."""
+        self._embeddings = dict(embeddings)
+        self._update_token_counts()
+
+    def set_last_seed(self, seed: int | None) -> None:
+        """The seed ♻ fills in (the last generated or selected image's)."""
+        self._last_seed = seed
+        self.reuse_seed_button.setEnabled(seed is not None)
+        self.reuse_seed_button.setToolTip(
+            f"Reuse seed {seed}" if seed is not None else "Reuse the last image's seed"
+        )
+
+    def show_problems(self, problems: Sequence[str]) -> None:
+        """Show problems (red) until the next change to the settings."""
+        text = "\n".join(p for p in problems if p)
+        self.problem_label.setText(text)
+        self.problem_label.setVisible(bool(text))
+
+    def clear_problems(self) -> None:
+        self.show_problems([])
+
+    def set_queue_length(self, waiting: int) -> None:
+        """Jobs waiting behind the running one."""
+        self.queue_label.setText(f"{waiting} job{'s' if waiting != 1 else ''} queued")
+        self.queue_label.setVisible(waiting > 0)
+
+    def set_busy(self, busy: bool) -> None:
+        """A job is running: Cancel works. Generate stays enabled (a second job is queued)."""
+        self.cancel_button.setEnabled(busy)
+        if busy:
+            self.progress_bar.show()
+            self.status_label.show()
+
+    def job_started(self, job_id: int) -> None:
+        self._job_id = job_id
+        self.progress_bar.setRange(0, 0)  # busy indicator until the first progress event
+        self.status_label.setStyleSheet("")
+        self.status_label.setText(f"Job {job_id}: starting…")
+        self.set_busy(True)
+
+    def show_progress(self, progress: Progress) -> None:
+        if progress.total:
+            self.progress_bar.setRange(0, progress.total)
+            self.progress_bar.setValue(min(progress.done, progress.total))
+        else:
+            self.progress_bar.setRange(0, 0)
+        self.status_label.setText(self._progress_text(progress))
+        preview = progress.detail.get("preview")
+        if preview is not None:
+            self.preview.set_image(pil_to_qimage(preview))
+
+    def job_finished(self, status: str, message: str = "") -> None:
+        """status: "done", "canceled" or "failed" (``message`` then says why)."""
+        self._job_id = -1
+        self.set_busy(False)
+        titles = {"done": "Done", "canceled": "Canceled", "failed": "Failed"}
+        title = titles.get(status, status.capitalize())
+        if status == "done" and self.progress_bar.maximum() > 0:
+            self.progress_bar.setValue(self.progress_bar.maximum())
+        elif self.progress_bar.maximum() == 0:
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(1 if status == "done" else 0)
+        self.status_label.setStyleSheet(ERROR_STYLE if status == "failed" else "")
+        self.status_label.setText(f"{title}: {message}" if message else f"{title}.")
+        self.status_label.show()
+
+    def status_text(self) -> str:
+        return self.status_label.text()
+
+    # -- user actions ----------------------------------------------------------------------
+
+    def generate(self) -> None:
+        """Validate and plan the request, then emit it (no signal if something is wrong)."""
+        if self._project is None:
+            return
+        try:
+            request = self.current_request()
+            request.plan()  # Prompt S/R text not found, bad sampler... before it is queued
+        except ValueError as error:
+            self.show_problems([str(error)])
+            return
+        self.save_settings()
+        self.generateRequested.emit(request)
+
+    def apply_character_sheet(self) -> None:
+        """DESIGN.md workflow step 1: the 288-image framing × angle sweep."""
+        prompt = self.prompt_edit.toPlainText().strip()
+        if SHEET_FRAMING not in prompt or SHEET_ANGLE not in prompt:
+            token = self._project.token if self._project is not None else "character"
+            lead = f"{SHEET_FRAMING} {SHEET_ANGLE} photo of"
+            has_either = SHEET_FRAMING in prompt or SHEET_ANGLE in prompt
+            # Keep the artist's own description when there is one; otherwise the tutorial's.
+            if prompt and not has_either:
+                prompt = f"{lead} {prompt}"
+            else:
+                prompt = f"{lead} {token}, {SHEET_DESCRIPTION}"
+        negative = self.negative_edit.toPlainText().strip() or SHEET_NEGATIVE
+        preset, _x, _y = character_sheet_preset(prompt, negative)
+        current = self._build_settings_or_default()
+        settings = preset.replace(model=current.model, vae=current.vae, clip_skip=current.clip_skip)
+        self.set_request(
+            GenerateRequest(
+                settings,
+                x=CHARACTER_SHEET_X,
+                y=CHARACTER_SHEET_Y,
+                z=None,
+                keep_random_seeds=True,
+                save_grid=self.save_grid_check.isChecked(),
+            )
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if (
+            event.type() == QEvent.Type.KeyPress
+            and watched in (self.prompt_edit, self.negative_edit)
+            and isinstance(event, QKeyEvent)
+            and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+            and event.modifiers() & Qt.KeyboardModifier.ControlModifier
+        ):
+            self.generate()
+            return True
+        return super().eventFilter(watched, event)
+
+    def _seed(self) -> int:
+        text = self.seed_edit.text().strip()
+        if text in ("", "-"):
+            return -1
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"Seed must be -1 (random) or a whole number, not {text!r}") from None
+
+    def _build_settings(self) -> GenerationSettings:
+        for spin in self._spins():
+            spin.interpretText()  # a value still being typed counts
+        return GenerationSettings(
+            prompt=self.prompt_edit.toPlainText(),
+            negative_prompt=self.negative_edit.toPlainText(),
+            seed=self._seed(),
+            steps=self.steps_spin.value(),
+            sampler=self.sampler_combo.currentText(),
+            schedule_type=self._schedule_type(),
+            cfg_scale=self.cfg_spin.value(),
+            width=self.width_spin.value(),
+            height=self.height_spin.value(),
+            model=self.model_combo.path(),
+            vae=self.vae_combo.path(),
+            clip_skip=self.clip_skip_spin.value(),
+            batch_size=self.batch_size_spin.value(),
+            batch_count=self.batch_count_spin.value(),
+        )
+
+    def _build_settings_or_default(self) -> GenerationSettings:
+        try:
+            return self._build_settings()
+        except ValueError:
+            return GenerationSettings(prompt="")
+
+    def _build_request(self, plan_seed: int) -> GenerateRequest:
+        x, y, z = (self._axis_spec(letter) for letter in LETTERS)
+        return GenerateRequest(
+            self._build_settings(),
+            x=x,
+            y=y,
+            z=z,
+            keep_random_seeds=self.keep_seeds_check.isChecked(),
+            plan_seed=plan_seed,
+            save_grid=self.save_grid_check.isChecked(),
+        )
+
+    def _schedule_type(self) -> str | None:
+        text = self.schedule_combo.currentText()
+        return None if text in ("", AUTOMATIC) else text
+
+    def _axis_spec(self, letter: str) -> str | None:
+        axis_type = self.axis_type_combos[letter].currentText()
+        if not axis_type:
+            return None
+        return f"{axis_type}:{self.axis_value_edits[letter].text().strip()}"
+
+    def _set_axis(self, letter: str, spec: str | None) -> None:
+        name, _, values = (spec or "").partition(":")
+        index = self.axis_type_combos[letter].findText(
+            name.strip(),
+            Qt.MatchFlag.MatchFixedString,  # case-insensitive
+        )
+        self.axis_type_combos[letter].setCurrentIndex(max(index, 0))
+        edit = self.axis_value_edits[letter]
+        edit.setText(values.strip() if index > 0 else "")
+        edit.setCursorPosition(0)  # show the first value, the one Prompt S/R searches for
+
+    def _axis_type_changed(self, letter: str) -> None:
+        axis_type = self.axis_type_combos[letter].currentText()
+        edit = self.axis_value_edits[letter]
+        edit.setEnabled(bool(axis_type))
+        edit.setPlaceholderText(AXIS_HINTS.get(axis_type, ""))
+
+    def _set_sampler(self, sampler: str, schedule_type: str | None) -> None:
+        try:
+            name, suffix = split_sampler_name(sampler)
+        except ValueError:
+            name, suffix = GenerationSettings(prompt="").sampler, None
+        self.sampler_combo.setCurrentText(name)
+        self._update_schedule_choices()
+        wanted = suffix or schedule_type or AUTOMATIC
+        index = self.schedule_combo.findText(wanted, Qt.MatchFlag.MatchFixedString)
+        self.schedule_combo.setCurrentIndex(max(index, 0))
+
+    def _update_schedule_choices(self) -> None:
+        # Only the schedule types the engine can run with this sampler (DDIM: Automatic only).
+        current = self.schedule_combo.currentText() or AUTOMATIC
+        try:
+            choices = schedule_types_for(self.sampler_combo.currentText())
+        except ValueError:
+            choices = [AUTOMATIC]
+        blocked = self.schedule_combo.blockSignals(True)
+        try:
+            self.schedule_combo.clear()
+            self.schedule_combo.addItems(choices)
+            index = self.schedule_combo.findText(current)
+            self.schedule_combo.setCurrentIndex(max(index, 0))
+        finally:
+            self.schedule_combo.blockSignals(blocked)
+
+    def _swap_size(self) -> None:
+        width, height = self.width_spin.value(), self.height_spin.value()
+        self.width_spin.setValue(height)
+        self.height_spin.setValue(width)
+
+    def _swap_axes(self) -> None:
+        x, y = self._axis_spec("X"), self._axis_spec("Y")
+        self._set_axis("X", y)
+        self._set_axis("Y", x)
+
+    def _reuse_seed(self) -> None:
+        if self._last_seed is not None:
+            self.seed_edit.setText(str(self._last_seed))
+
+    def _changed(self) -> None:
+        if self._loading:
+            return
+        self.clear_problems()
+        self._update_token_counts()
+        self._update_plan()
+
+    def _update_token_counts(self) -> None:
+        for edit, label in (
+            (self.prompt_edit, self.prompt_tokens),
+            (self.negative_edit, self.negative_tokens),
+        ):
+            text = edit.toPlainText()
+            if not text:  # skip loading the tokenizer while the window opens
+                label.setText(EMPTY_COUNTER)
+                label.setToolTip("")
+                continue
+            report = prompt_report(text, self._embeddings or None)
+            label.setText(report["counter"])
+            chunks = " + ".join(str(chunk["tokens"]) for chunk in report["chunks"])
+            label.setToolTip(f"Tokens per 75-token chunk: {chunks}")
+
+    def _update_plan(self) -> None:
+        try:
+            request = self._build_request(plan_seed=0)
+            axes = request.axes()
+            nx, ny, nz = (len(axis) if axis is not None else 1 for axis in axes)
+            if nx * ny * nz <= PLAN_CELL_LIMIT:
+                plan = request.plan()
+                count = plan.image_count
+            else:
+                count = nx * ny * nz * request.settings.images_per_job
+        except ValueError as error:
+            self.plan_label.setStyleSheet(ERROR_STYLE)
+            self.plan_label.setText(str(error))
+            return
+        self.plan_label.setStyleSheet(MUTED_STYLE)
+        per_cell = request.settings.images_per_job
+        images = f"{count} image{'s' if count != 1 else ''}"
+        if not request.has_axes:
+            batches = request.settings.batch_count
+            self.plan_label.setText(
+                f"{images} ({batches} batch{'es' if batches != 1 else ''} of "
+                f"{request.settings.batch_size})"
+            )
+            return
+        grid = f"{nx} × {ny} grid" if nz == 1 else f"{nz} grids of {nx} × {ny}"
+        self.plan_label.setText(f"{images} · {grid} · {per_cell} per cell")
+
+    def _progress_text(self, progress: Progress) -> str:
+        detail = progress.detail
+        parts: list[str] = []
+        if "images_done" in detail and "images_total" in detail:
+            parts.append(f"Image {detail['images_done']}/{detail['images_total']}")
+        elif progress.total:
+            parts.append(f"{progress.done}/{progress.total}")
+        speed = detail.get("it_per_s")
+        if isinstance(speed, int | float) and speed > 0:
+            # A1111 switches to seconds per iteration when it is slower than 1 it/s.
+            parts.append(f"{speed:.1f} it/s" if speed >= 1 else f"{1 / speed:.1f} s/it")
+        if progress.total:
+            parts.append(f"ETA {format_eta(progress.eta_s)}")
+        line = " · ".join(parts)
+        if progress.message:
+            return f"{line}\n{progress.message}" if line else progress.message
+        return line
+
+    def preview_image(self) -> QImage | None:
+        """The last preview shown (full size), or None."""
+        return self.preview.image()

@@ -11,7 +11,7 @@ from charstudio.catalog.errors import CatalogError
 from charstudio.catalog.records import utc_now
 
 CATALOG_NAME = "charstudio.sqlite"
-SUBFOLDERS = ("images", "embeddings", "loras", "runs")
+SUBFOLDERS = ("images", "models", "embeddings", "loras", "runs", "grids")
 
 
 def default_token(name: str) -> str:

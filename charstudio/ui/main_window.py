@@ -309,6 +309,8 @@ class MainWindow(QMainWindow):
         self.settings.setValue("last_project", str(project.root))
         if self.model.rowCount():
             self._focus_row(0)
+        if not project.catalog.image_count():
+            self.docks["Generate"].raise_()  # a new character starts with generating
         self._refresh()
 
     # -- focus and selection ---------------------------------------------------------------
@@ -540,7 +542,8 @@ class MainWindow(QMainWindow):
         self.grid.set_empty_text(
             "No images match this filter"
             if stats["total"]
-            else "No images yet\n\nFile > Import Folder… (Ctrl+Shift+I) adds generated images"
+            else "No images yet\n\nGenerate (Ctrl+G) makes some, or File > Import Folder… "
+            "(Ctrl+Shift+I) adds images made elsewhere"
         )
         text = (
             f"picked {stats['picked']} · rejected {stats['rejected']} · "

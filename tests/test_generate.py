@@ -341,3 +341,28 @@ def test_a_lora_in_the_prompt_changes_the_image_and_is_undone_after(project, mod
     )
     first, second = (pixels(project.file_path(p)) for p in result.paths)
     assert np.array_equal(first, plain) and np.array_equal(second, with_lora)
+
+
+def test_an_embedding_axis_needs_the_files(project, model_dir) -> None:
+    from charstudio.engine.embeddings import save_safetensors
+
+    vectors = torch.randn(2, 32)
+    save_safetensors(project.root / "embeddings" / "fr3nch-40.safetensors", vectors)
+    prompt = "a closeup photo of fr3nch-40"
+    request = GenerateRequest(
+        settings(model_dir, prompt=prompt), x="Embedding:fr3nch-40, fr3nch-80"
+    )
+    runner = ModelRunner(project, embedding_width=32)  # the tiny text encoder's width
+    assert check_request(project, request, runner=runner) == [
+        "Embedding axis: no usable embedding named 'fr3nch-80'"
+    ]
+    save_safetensors(project.root / "embeddings" / "fr3nch-80.safetensors", vectors * 2)
+    assert check_request(project, request, runner=runner) == []
+    # An SD 1.x model would not take these 32-wide vectors: the usual runner says so.
+    assert any("fr3nch-40" in p for p in check_request(project, request))
+    job = generate_job(project, request.to_params(), job_id=new_job(project), runner=runner)
+    result = run_job(job)
+    first, second = (pixels(project.file_path(p)) for p in result.paths)
+    assert not np.array_equal(first, second)  # the embedding's vectors reached the model
+    infotext = parse_infotext(read_infotext(project.file_path(result.paths[1])))
+    assert infotext.settings["TI hashes"].startswith("fr3nch-80: ")

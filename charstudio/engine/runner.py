@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charstudio import __version__
-from charstudio.engine.embeddings import EmbeddingLibrary
+from charstudio.engine.embeddings import SD1_WIDTH, EmbeddingLibrary
 from charstudio.engine.loras import LoraLibrary, LoraPatcher, lora_hashes_infotext, loras_in_prompt
 from charstudio.engine.model_loading import ModelCache, ModelNotFoundError
 from charstudio.engine.runtime import EngineOptions, is_out_of_memory, prepare_for_inference
@@ -132,14 +132,16 @@ class ModelRunner:
         *,
         options: EngineOptions | None = None,
         cache: ModelCache | None = None,
+        embedding_width: int | None = SD1_WIDTH,
     ) -> None:
         self.project = project
         self.options = options or EngineOptions.from_json(
             project.catalog.get_setting(ENGINE_SETTING)
         )
         self.cache = cache or MODEL_CACHE
+        # SD 1.x embeddings are 768 wide; files for other models are reported, not used.
         self.embeddings = EmbeddingLibrary(
-            _folders(project, EMBEDDING_FOLDERS_SETTING, "embeddings")
+            _folders(project, EMBEDDING_FOLDERS_SETTING, "embeddings"), width=embedding_width
         )
         self.loras = LoraLibrary(_folders(project, LORA_FOLDERS_SETTING, "loras"))
         self._patchers: dict[int, LoraPatcher] = {}

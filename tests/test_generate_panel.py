@@ -345,3 +345,23 @@ def test_seed_buttons_and_size_helpers(panel: GeneratePanel, qtbot) -> None:
     panel.width_spin.lineEdit().selectAll()
     qtbot.keyClicks(panel.width_spin, "500")  # SD needs multiples of 8: snapped, not refused
     assert panel.current_request().settings.width == 496
+
+
+def test_engine_options_are_stored_in_the_project_at_once(qtbot, tmp_path) -> None:
+    from charstudio.engine.runtime import ENGINE_SETTING, EngineOptions
+
+    with Project.create(tmp_path / "engine", "Engine") as project:
+        panel = GeneratePanel()
+        qtbot.addWidget(panel)
+        panel.set_project(project)
+        assert panel.engine_options() == EngineOptions()
+        panel.precision_combo.setCurrentIndex(panel.precision_combo.findData("bf16"))
+        panel.compile_check.setChecked(True)
+        stored = EngineOptions.from_json(project.catalog.get_setting(ENGINE_SETTING))
+        assert (stored.precision, stored.compile) == ("bf16", True)
+        again = GeneratePanel()
+        qtbot.addWidget(again)
+        again.set_project(project)
+        assert again.engine_options() == stored
+        panel.set_project(None)
+        again.set_project(None)

@@ -19,7 +19,12 @@ from charstudio import __version__
 from charstudio.engine.embeddings import SD1_WIDTH, EmbeddingLibrary
 from charstudio.engine.loras import LoraLibrary, LoraPatcher, lora_hashes_infotext, loras_in_prompt
 from charstudio.engine.model_loading import ModelCache, ModelNotFoundError
-from charstudio.engine.runtime import EngineOptions, is_out_of_memory, prepare_for_inference
+from charstudio.engine.runtime import (
+    ENGINE_SETTING,
+    EngineOptions,
+    is_out_of_memory,
+    prepare_for_inference,
+)
 from charstudio.engine.sweeps import GenerationSettings, model_display_name
 from charstudio.jobs.protocol import CancelToken
 from charstudio.metadata.infotext import GenerationParams
@@ -44,7 +49,6 @@ __all__ = [
 MODEL_FOLDERS_SETTING = "model_folders"
 EMBEDDING_FOLDERS_SETTING = "embedding_folders"
 LORA_FOLDERS_SETTING = "lora_folders"
-ENGINE_SETTING = "engine"
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

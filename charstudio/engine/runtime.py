@@ -14,9 +14,16 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["PRECISIONS", "EngineOptions", "is_out_of_memory", "prepare_for_inference"]
+__all__ = [
+    "ENGINE_SETTING",
+    "PRECISIONS",
+    "EngineOptions",
+    "is_out_of_memory",
+    "prepare_for_inference",
+]
 
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+ENGINE_SETTING = "engine"  # the project setting holding EngineOptions.to_json()
 _DTYPE_NAMES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 

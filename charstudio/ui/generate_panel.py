@@ -51,6 +51,7 @@ from PySide6.QtWidgets import (
 
 from charstudio.catalog import Project
 from charstudio.engine.requests import GenerateRequest, new_plan_seed
+from charstudio.engine.runtime import ENGINE_SETTING, EngineOptions
 from charstudio.engine.samplers import resolve_sampler, schedule_types_for
 from charstudio.engine.sweeps import (
     AXIS_TYPES,
@@ -72,6 +73,7 @@ AUTOMATIC = "Automatic"  # schedule type shown for None (the sampler's own defau
 LETTERS = ("X", "Y", "Z")
 ERROR_STYLE = "color: #d9534f;"
 MUTED_STYLE = "color: #888;"
+PRECISION_CHOICES = (("Automatic", "auto"), ("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32"))
 PREVIEW_SIZE = 256  # preferred size of the live preview; it shrinks with the dock
 EMPTY_COUNTER = f"0/{CHUNK_LENGTH}"
 
@@ -415,6 +417,7 @@ class GeneratePanel(QWidget):
         content_layout.addWidget(self._build_prompt_box())
         content_layout.addWidget(self._build_sampling_box())
         content_layout.addWidget(self._build_xyz_box())
+        content_layout.addWidget(self._build_engine_box())
         content_layout.addStretch(1)
         self.scroll = QScrollArea()
         self.scroll.setWidget(content)
@@ -609,6 +612,51 @@ class GeneratePanel(QWidget):
         self.swap_axes_button.clicked.connect(self._swap_axes)
         return box
 
+    def _build_engine_box(self) -> QGroupBox:
+        """How the GPU runs (project setting ``engine``, read when a job starts)."""
+        self.precision_combo = _ComboBox()
+        for label, value in PRECISION_CHOICES:
+            self.precision_combo.addItem(label, value)
+        self.precision_combo.setToolTip(
+            "Automatic: fp16 on an NVIDIA GPU, fp32 on the CPU. bf16 cannot overflow and is "
+            "as fast on RTX 30xx and newer."
+        )
+        self.compile_check = QCheckBox("Compile the UNet (torch.compile)")
+        self.compile_check.setToolTip(
+            "Faster sampling after a slow first job (the compile takes a minute or more)"
+        )
+        box = QGroupBox("Engine")
+        form = QFormLayout(box)
+        form.addRow("Precision", self.precision_combo)
+        form.addRow(self.compile_check)
+        self.precision_combo.currentIndexChanged.connect(self._engine_changed)
+        self.compile_check.toggled.connect(self._engine_changed)
+        return box
+
+    def _show_engine_options(self, project: Project) -> None:
+        try:
+            options = EngineOptions.from_json(project.catalog.get_setting(ENGINE_SETTING))
+        except (TypeError, ValueError):  # hand-edited nonsense: the defaults
+            options = EngineOptions()
+        self._loading = True
+        try:
+            index = self.precision_combo.findData(options.precision)
+            self.precision_combo.setCurrentIndex(max(0, index))
+            self.compile_check.setChecked(options.compile)
+        finally:
+            self._loading = False
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(
+            precision=str(self.precision_combo.currentData()),
+            compile=self.compile_check.isChecked(),
+        )
+
+    def _engine_changed(self) -> None:
+        if self._loading or self._project is None:
+            return
+        self._project.catalog.set_setting(ENGINE_SETTING, self.engine_options().to_json())
+
     def _build_actions(self) -> QWidget:
         self.problem_label = _error_label()
         self.character_sheet_button = QPushButton("Character sheet")
@@ -706,6 +754,7 @@ class GeneratePanel(QWidget):
             stored = "unreadable"
         request, dropped = _stored_request(stored)
         self.set_request(request)
+        self._show_engine_options(project)
         if dropped:
             self.show_problems(
                 [f"Saved settings reset to their defaults (unreadable): {', '.join(dropped)}"]

@@ -280,7 +280,8 @@ def _error_label() -> QLabel:
 
 
 class _Preview(QWidget):
-    """The job's live preview, scaled to fit (never enlarged), centred."""
+    """The job's live preview, scaled to fit and centred. The engine's preview is 1/8 of the
+    image's size (one pixel per latent), so it is enlarged, smoothly."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -305,8 +306,6 @@ class _Preview(QWidget):
         if self._image is None or self._image.isNull():
             return
         size = self._image.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
-        if size.width() > self._image.width():
-            size = self._image.size()
         target = QRect(QPoint(0, 0), size)
         target.moveCenter(self.rect().center())
         painter = QPainter(self)

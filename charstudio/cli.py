@@ -377,6 +377,94 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
     return 0 if result.identical is not False else 1
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from charstudio.analysis.project import project_report
+    from charstudio.jobs.queue import JobQueue
+
+    with Project.open(Path(args.project)) as project:
+        job_id = JobQueue(project).submit("analyze", {})
+        ended = _run_queued(project, job_id, args.json)
+        job = project.catalog.job(job_id)
+        summary = json.loads(job["result"]) if job.get("result") else {}
+        rows = [row.to_json() for row in project_report(project.catalog)]
+        for row in rows:
+            row["file"] = str(project.file_path(row["path"]))
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            flags = ", ".join(row["flags"]) or "-"
+            group = f"  stack {row['duplicate_group']}" if row["duplicate_group"] else ""
+            print(f"{row['id']:>6}  faces {row['faces']}  {flags}{group}  {row['path']}")
+        if summary.get("recognizer_message"):
+            print(f"note: {summary['recognizer_message']}", file=sys.stderr)
+        for failure in summary.get("failed", []):
+            print(f"failed: {failure['path']}: {failure['error']}", file=sys.stderr)
+    status = ended.status if ended else job["status"]
+    if status == "failed":
+        print(f"charstudio: error: {job.get('error')}", file=sys.stderr)
+    return 0 if status == "done" else 1
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    from charstudio.analysis.project import rank_similar
+
+    with Project.open(Path(args.project)) as project:
+        try:
+            refs = [_resolve_image(project, ref) for ref in args.to]
+            ranked = rank_similar(project.catalog, refs)
+        except (KeyError, ValueError) as exc:
+            raise CatalogError(
+                f"{str(exc).strip(chr(39))} (run `charstudio analyze` first; similarity "
+                "needs the face recognizer's weights)"
+            ) from exc
+        paths = {r.id: r.path for r in project.catalog.images()}
+        rows = [{"id": i, "path": paths[i], "similarity": round(score, 4)} for i, score in ranked]
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            print(f"{row['similarity']:>7.3f}  {row['id']:>6}  {row['path']}")
+    return 0
+
+
+def cmd_train_ti(args: argparse.Namespace) -> int:
+    from charstudio.jobs.queue import JobQueue
+    from charstudio.training.cli_args import train_ti_params_from_args
+    from charstudio.training.ti import check_train_params
+
+    with Project.open(Path(args.project)) as project:
+        try:
+            params = train_ti_params_from_args(project, args)
+        except ValueError as exc:
+            raise CatalogError(str(exc)) from exc
+        problems, warnings = check_train_params(project, params)
+        if problems:
+            raise CatalogError("\n  ".join(["cannot train:", *problems]))
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        job_id = JobQueue(project).submit("train-ti", params)
+        ended = _run_queued(project, job_id, args.json)
+        job = project.catalog.job(job_id)
+        result = json.loads(job["result"]) if job.get("result") else {}
+        for checkpoint in result.get("checkpoints", []):
+            checkpoint["file"] = str(project.root / checkpoint["path"])
+        out = {
+            "job_id": job_id,
+            "status": result.get("status") or (ended.status if ended else job["status"]),
+            "error": job.get("error"),
+            **{k: v for k, v in result.items() if k != "status"},
+        }
+    if args.json:
+        _print_json(out)
+    else:
+        for checkpoint in out.get("checkpoints", []):
+            print(f"step {checkpoint['step']:>5}  {checkpoint['file']}")
+        tail = f" ({out['error']})" if out["error"] else ""
+        print(f"run {out.get('run_id')}: {out['status']} at step {out.get('step')}{tail}")
+    return 0 if out["status"] in ("done", "paused") else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="charstudio",
@@ -458,6 +546,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("image", metavar="IMAGE_ID_OR_PATH")
     sub.add_argument("--model", help="checkpoint to use instead of the recorded one")
     sub.add_argument("--out", help="where to write the PNG (default: NAME-regenerated.png)")
+
+    sub = verb("train-ti", cmd_train_ti, "train a Textual Inversion embedding on the picks")
+    from charstudio.training.cli_args import train_ti_arguments
+
+    train_ti_arguments(sub)
+
+    sub = verb("analyze", cmd_analyze, "find faces, culling flags and near-duplicate stacks")
+    sub.add_argument("project")
+
+    sub = verb("similar", cmd_similar, "rank images by face similarity to some images")
+    sub.add_argument("project")
+    sub.add_argument("--to", nargs="+", required=True, metavar="IMAGE_ID_OR_PATH")
 
     sub = verbs.add_parser("gui", help="open the app (the default)")
     sub.add_argument("project", nargs="?")

@@ -310,13 +310,11 @@ def write_kohya_lora(path: Path, model_dir: Path, scale: float = 0.5) -> Path:
 
 def test_a_lora_in_the_prompt_changes_the_image_and_is_undone_after(project, model_dir) -> None:
     write_kohya_lora(project.root / "loras" / "fr3nch.safetensors", model_dir)
-    runner = ModelRunner(project)
 
     def one(prompt: str) -> tuple[np.ndarray, GenerateResult]:
+        # Each job has its own runner, as from the queue; the loaded model is shared.
         request = GenerateRequest(settings(model_dir, prompt=prompt))
-        result = run_job(
-            generate_job(project, request.to_params(), runner=runner, job_id=new_job(project))
-        )
+        result = run_job(generate_job(project, request.to_params(), job_id=new_job(project)))
         return pixels(project.file_path(result.paths[0])), result
 
     plain, first = one(PROMPT)
@@ -336,9 +334,7 @@ def test_a_lora_in_the_prompt_changes_the_image_and_is_undone_after(project, mod
     request = GenerateRequest(
         settings(model_dir, prompt=PROMPT + " <lora:fr3nch:1>"), x="LoRA weight:0, 1"
     )
-    result = run_job(
-        generate_job(project, request.to_params(), runner=runner, job_id=new_job(project))
-    )
+    result = run_job(generate_job(project, request.to_params(), job_id=new_job(project)))
     first, second = (pixels(project.file_path(p)) for p in result.paths)
     assert np.array_equal(first, plain) and np.array_equal(second, with_lora)
 

@@ -153,6 +153,34 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (set_id, image_id)
     );
     """,
+    # 4: face and duplicate analysis, cached per image and redone when the file changes;
+    # checkpoint-grid cells as files with their face counts; exported embeddings.
+    """
+    CREATE TABLE analyses (
+        image_id INTEGER PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
+        sha256 TEXT NOT NULL,             -- the file's when analyzed: another file is redone
+        version INTEGER NOT NULL,         -- charstudio.analysis ANALYSIS_VERSION
+        faces INTEGER NOT NULL,           -- all detections; flags use their own threshold
+        result TEXT NOT NULL,             -- JSON FaceAnalysis without the embedding
+        embedding BLOB,                   -- float32 identity vector of the main face
+        embedding_model TEXT,
+        phash TEXT,                       -- 64-bit perceptual hash as 16 hex digits
+        analyzed_at TEXT NOT NULL
+    );
+    -- Checkpoint grids keep their cell images out of the culling catalog: a cell is a file.
+    ALTER TABLE grid_cells ADD COLUMN path TEXT;       -- relative to the project
+    ALTER TABLE grid_cells ADD COLUMN faces INTEGER;   -- faces detected in the cell image
+    -- Exported embeddings: which step of which run went where.
+    CREATE TABLE exports (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER REFERENCES runs (id) ON DELETE SET NULL,
+        step INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        path TEXT NOT NULL,               -- absolute, or relative to the project
+        sha256 TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -148,7 +148,6 @@ class ModelRunner:
             _folders(project, EMBEDDING_FOLDERS_SETTING, "embeddings"), width=embedding_width
         )
         self.loras = LoraLibrary(_folders(project, LORA_FOLDERS_SETTING, "loras"))
-        self._patchers: dict[int, LoraPatcher] = {}
         # The job's base checkpoint: a Checkpoint name axis may name its siblings by name.
         self.base_model: str | None = None
 
@@ -198,11 +197,13 @@ class ModelRunner:
         return components
 
     def _apply_loras(self, components: SD15Components, settings: GenerationSettings) -> list[Any]:
-        patcher = self._patchers.get(id(components))
+        # The patcher lives with the resident model, not with this runner: the next job's
+        # runner must know what an earlier job merged into the shared weights.
+        patcher = getattr(components, "lora_patcher", None)
         if patcher is None:
             unet = getattr(components.unet, "_orig_mod", components.unet)  # under torch.compile
-            self._patchers = {id(components): LoraPatcher(unet, components.text_encoder)}
-            patcher = self._patchers[id(components)]
+            patcher = LoraPatcher(unet, components.text_encoder)
+            components.lora_patcher = patcher
         tags = loras_in_prompt(settings.prompt)
         chosen = [(self.loras.get(name), weights) for name, weights in tags]
         patcher.set(chosen)

@@ -57,10 +57,30 @@ def _generate_factory(
     return result.to_json()
 
 
+def _analyze_factory(
+    project: Project, params: dict[str, Any], cancel: CancelToken, job_id: int
+) -> Job[Any]:
+    from charstudio.analysis.project import analyze_project
+
+    ids = params.get("image_ids")
+    return (yield from analyze_project(project, cancel=cancel, image_ids=ids))
+
+
+def _train_ti_factory(
+    project: Project, params: dict[str, Any], cancel: CancelToken, job_id: int
+) -> Job[Any]:
+    from charstudio.training.ti import train_ti_job
+
+    result = yield from train_ti_job(project, params, cancel, job_id)
+    return result.to_json()
+
+
 BUILTIN_KINDS: dict[str, JobFactory] = {
+    "train-ti": _train_ti_factory,
     "import": _import_factory,
     "export": _export_factory,
     "generate": _generate_factory,
+    "analyze": _analyze_factory,
 }
 
 

@@ -465,6 +465,99 @@ def cmd_train_ti(args: argparse.Namespace) -> int:
     return 0 if out["status"] in ("done", "paused") else 1
 
 
+def _find_run(project: Project, ref: str) -> Any:
+    from charstudio.training.records import find_run
+
+    try:
+        return find_run(project.catalog, ref)
+    except KeyError as exc:
+        raise CatalogError(str(exc).strip("'\"")) from exc
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from charstudio.jobs.queue import JobQueue
+    from charstudio.training.checkpoint_grid import DEFAULT_GRID_PROMPT, GridSpec, parse_steps
+
+    with Project.open(Path(args.project)) as project:
+        run = _find_run(project, args.run)
+        try:
+            spec = GridSpec(
+                run_id=run.id,
+                steps=tuple(parse_steps(args.steps)),
+                seed=args.seed,
+                batch=args.batch,
+                prompt=args.prompt or DEFAULT_GRID_PROMPT,
+                negative_prompt=args.negative,
+                sampling_steps=args.sampling_steps,
+                width=args.width,
+                height=args.height,
+                models=tuple(args.models or ()),
+            )
+        except ValueError as exc:
+            raise CatalogError(str(exc)) from exc
+        job_id = JobQueue(project).submit("grid", spec.to_json())
+        ended = _run_queued(project, job_id, args.json)
+        job = project.catalog.job(job_id)
+        result = json.loads(job["result"]) if job.get("result") else {}
+        root = project.root
+        out = {
+            "job_id": job_id,
+            "status": ended.status if ended else job["status"],
+            "error": job.get("error"),
+            "grid_id": result.get("grid_id"),
+            "grid": str(root / result["grid_path"]) if result.get("grid_path") else None,
+            "cells": [
+                {
+                    "step": c["step"],
+                    "seed": c["seed"],
+                    "model": c["z"],
+                    "image": str(root / c["path"]),
+                    "identity": c["score"],
+                    "faces": c["faces"],
+                }
+                for c in result.get("cells", [])
+            ],
+            "scores": result.get("scores", []),
+            "suggestion": result.get("suggestion", {}),
+        }
+    if args.json:
+        _print_json(out)
+    else:
+        for score in out["scores"]:
+            mean = "-" if score["mean"] is None else f"{score['mean']:.3f}"
+            low = "-" if score["minimum"] is None else f"{score['minimum']:.3f}"
+            print(
+                f"step {score['step']:>5}  identity mean {mean}  min {low}  "
+                f"faces {score['detection_rate']:.0%}"
+            )
+        if out["suggestion"]:
+            print(f"suggested: {out['suggestion'].get('step')} ({out['suggestion']['reason']})")
+        print(f"grid: {out['grid']}" if out["grid"] else f"job {job_id}: {out['status']}")
+        if out["error"]:
+            print(f"charstudio: error: {out['error']}", file=sys.stderr)
+    return 0 if out["status"] == "done" else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from charstudio.training.export import EXPORT_FOLDERS_SETTING, export_embedding
+
+    with Project.open(Path(args.project)) as project:
+        run = _find_run(project, args.run)
+        folders = list(args.to or project.catalog.get_setting(EXPORT_FOLDERS_SETTING, []) or [])
+        try:
+            result = export_embedding(project, run.id, args.step, folders=folders, name=args.name)
+        except ValueError as exc:
+            raise CatalogError(str(exc)) from exc
+        if args.to and args.remember:
+            project.catalog.set_setting(EXPORT_FOLDERS_SETTING, [str(f) for f in args.to])
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        for file in result.files:
+            print(file)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="charstudio",
@@ -551,6 +644,31 @@ def build_parser() -> argparse.ArgumentParser:
     from charstudio.training.cli_args import train_ti_arguments
 
     train_ti_arguments(sub)
+
+    sub = verb("grid", cmd_grid, "compare a training run's checkpoints in a grid")
+    sub.add_argument("project")
+    sub.add_argument("--run", required=True, help="run id or folder")
+    sub.add_argument("--steps", required=True, help="START:END:EVERY (e.g. 20:140:20) or 20,40")
+    sub.add_argument("--seed", type=int, default=12345678)
+    sub.add_argument("--batch", type=int, default=4, help="images per step (seed, seed+1 …)")
+    sub.add_argument("--prompt", default=None, help="[name] is replaced by NAME-STEP")
+    sub.add_argument("--negative", default="")
+    sub.add_argument("--sampling-steps", type=int, default=30)
+    sub.add_argument("--width", type=int, default=512)
+    sub.add_argument("--height", type=int, default=512)
+    sub.add_argument("--models", nargs="+", metavar="MODEL", help="base checkpoints (Z axis)")
+
+    sub = verb("export", cmd_export, "export a run's chosen step as NAME.pt and .safetensors")
+    sub.add_argument("project")
+    sub.add_argument("--run", required=True, help="run id or folder")
+    sub.add_argument("--step", type=int, required=True)
+    sub.add_argument("--name", help="file and token name (default: the run's name)")
+    sub.add_argument(
+        "--to", nargs="+", metavar="DIR", help="also into these folders (A1111, ComfyUI)"
+    )
+    sub.add_argument(
+        "--remember", action="store_true", help="use the --to folders for later exports too"
+    )
 
     sub = verb("analyze", cmd_analyze, "find faces, culling flags and near-duplicate stacks")
     sub.add_argument("project")

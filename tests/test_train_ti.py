@@ -255,7 +255,7 @@ def test_previews_are_generated_like_generation_with_infotext(reference, model_d
         # Generation finds the checkpoint by name in embeddings/ and makes the same image.
         source = project.root / result.folder / f"{TOKEN}-6.pt"
         (project.root / "embeddings" / source.name).write_bytes(source.read_bytes())
-        runner = ModelRunner(project, embedding_width=WIDTH)
+        runner = ModelRunner(project)
         settings = GenerationSettings(
             prompt=params6.prompt,
             seed=params6.seed,

@@ -27,6 +27,7 @@ from charstudio.training.settings import TrainTISettings  # noqa: E402
 from charstudio.training.ti_trainer import TextualInversionTrainer  # noqa: E402
 
 from .test_train_ti import SIZE, TOKEN, responsive_tiny_model  # noqa: E402
+from .tiny_sd import diffusers_pipeline  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -159,11 +160,6 @@ def test_training_conditioning_is_generations_and_carries_gradients() -> None:
 
 
 def test_files_load_in_charstudio_and_in_diffusers(tmp_path: Path) -> None:
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTokenizer
-
-    from charstudio.prompts.clip_tokenizer import read_merges
-
     model = components()
     vectors = torch.randn(2, 32)
     saved = save_checkpoint(
@@ -176,24 +172,10 @@ def test_files_load_in_charstudio_and_in_diffusers(tmp_path: Path) -> None:
     assert load_embedding(saved.pt, width=32).sd_checkpoint == "0123456789"
 
     # A diffusers pipeline with a transformers tokenizer built from charstudio's CLIP BPE files.
-    ours = get_clip_tokenizer()
-    (tmp_path / "vocab.json").write_text(
-        __import__("json").dumps({ours.id_to_token(i): i for i in range(ours.vocab_size)}),
-        encoding="utf-8",
-    )
-    merges = "".join(f"{a} {b}\n" for a, b in read_merges())
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + merges, encoding="utf-8")
-    tokenizer = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
-    assert tokenizer("a photo of a woman").input_ids[1:-1] == ours.encode("a photo of a woman")
-    pipe = StableDiffusionPipeline(
-        vae=model.vae,
-        text_encoder=model.text_encoder,
-        tokenizer=tokenizer,
-        unet=model.unet,
-        scheduler=PNDMScheduler(beta_schedule="scaled_linear", skip_prk_steps=True),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    pipe = diffusers_pipeline(model, tmp_path / "tokenizer")
+    tokenizer = pipe.tokenizer
+    assert tokenizer("a photo of a woman").input_ids[1:-1] == get_clip_tokenizer().encode(
+        "a photo of a woman"
     )
     pipe.load_textual_inversion(str(saved.pt))  # A1111 .pt: the token is the file's name
     pipe.load_textual_inversion(str(saved.safetensors), token="zxqvemb")  # emb_params

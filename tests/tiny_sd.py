@@ -258,3 +258,36 @@ def write_diffusers_folder(path: Path, model: TinySD) -> Path:
     }
     (path / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
     return path
+
+
+def clip_tokenizer_for_diffusers(folder: Path) -> Any:
+    """A transformers ``CLIPTokenizer`` written from charstudio's own CLIP BPE files, for
+    diffusers pipelines in tests (nothing is downloaded)."""
+    from transformers import CLIPTokenizer
+
+    from charstudio.prompts import get_clip_tokenizer
+    from charstudio.prompts.clip_tokenizer import read_merges
+
+    ours = get_clip_tokenizer()
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {ours.id_to_token(i): i for i in range(ours.vocab_size)}
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    merges = "".join(f"{a} {b}\n" for a, b in read_merges())
+    (folder / "merges.txt").write_text("#version: 0.2\n" + merges, encoding="utf-8")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+
+
+def diffusers_pipeline(model: TinySD, folder: Path) -> Any:
+    """A plain diffusers ``StableDiffusionPipeline`` over the tiny components."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=model.vae,
+        text_encoder=model.text_encoder,
+        tokenizer=clip_tokenizer_for_diffusers(folder),
+        unet=model.unet,
+        scheduler=PNDMScheduler(beta_schedule="scaled_linear", skip_prk_steps=True),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )

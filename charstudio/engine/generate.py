@@ -71,12 +71,6 @@ def check_request(
     runner = runner or ModelRunner(project)
     runner.base_model = request.settings.model
     problems: list[str] = []
-    for axis in (plan.x, plan.y, plan.z):
-        if axis is not None and axis.type == "Embedding":
-            # In a prompt an unknown name is just words (as in A1111); an axis that names
-            # embeddings means files, so a missing one is an error.
-            for name in runner.embeddings.missing(str(v) for v in axis.values):
-                problems.append(f"Embedding axis: no usable embedding named {name!r}")
     seen: set[Any] = set()
     for cell in plan.cells:
         s = cell.settings
@@ -85,6 +79,12 @@ def check_request(
             continue
         seen.add(key)
         problems.extend(p for p in runner.problems(s) if p not in problems)
+    for axis in (plan.x, plan.y, plan.z):
+        if axis is not None and axis.type == "Embedding":
+            # In a prompt an unknown name is just words (as in A1111); an axis that names
+            # embeddings means files, so a missing one is an error.
+            for name in runner.embeddings.missing(str(v) for v in axis.values):
+                problems.insert(0, f"Embedding axis: no usable embedding named {name!r}")
     return problems
 
 

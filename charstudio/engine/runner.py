@@ -8,6 +8,7 @@ names, and writes A1111 infotext that says exactly how each image was made.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Generator, Sequence
@@ -136,7 +137,6 @@ class ModelRunner:
         *,
         options: EngineOptions | None = None,
         cache: ModelCache | None = None,
-        embedding_width: int | None = SD1_WIDTH,
     ) -> None:
         self.project = project
         self.options = options or EngineOptions.from_json(
@@ -145,7 +145,7 @@ class ModelRunner:
         self.cache = cache or MODEL_CACHE
         # SD 1.x embeddings are 768 wide; files for other models are reported, not used.
         self.embeddings = EmbeddingLibrary(
-            _folders(project, EMBEDDING_FOLDERS_SETTING, "embeddings"), width=embedding_width
+            _folders(project, EMBEDDING_FOLDERS_SETTING, "embeddings"), width=SD1_WIDTH
         )
         self.loras = LoraLibrary(_folders(project, LORA_FOLDERS_SETTING, "loras"))
         # The job's base checkpoint: a Checkpoint name axis may name its siblings by name.
@@ -153,13 +153,26 @@ class ModelRunner:
 
     # -- checks before a job ---------------------------------------------------------------
 
+    def _match_embedding_width(self, model: Path | str) -> None:
+        """Judge embedding files by the text width of the model they will meet: 768 for SD 1.x
+        files; a diffusers folder says its own (the test suite's tiny models are 32 wide)."""
+        width = SD1_WIDTH
+        config = Path(model) / "text_encoder" / "config.json"
+        if config.is_file():
+            try:
+                width = int(json.loads(config.read_text(encoding="utf-8"))["hidden_size"])
+            except (OSError, ValueError, KeyError, TypeError):
+                width = SD1_WIDTH
+        if self.embeddings.width is not None and self.embeddings.width != width:
+            self.embeddings = EmbeddingLibrary(self.embeddings.folders, width=width)
+
     def problems(self, settings: GenerationSettings) -> list[str]:
         """What would stop these settings from generating, in words, before anything runs."""
         from charstudio.engine.conditioning import check_prompt_embeddings
 
         problems: list[str] = []
         try:
-            self.model_path(settings)
+            self._match_embedding_width(self.model_path(settings))
         except ModelNotFoundError as error:
             problems.append(str(error))
         if settings.vae and not Path(settings.vae).exists():
@@ -187,8 +200,10 @@ class ModelRunner:
     def load(self, settings: GenerationSettings) -> SD15Components:
         """The model for ``settings``, loading it (and freeing the previous one) if needed."""
         device = self.options.resolved_device()
+        path = self.model_path(settings)
+        self._match_embedding_width(path)
         components = self.cache.get(
-            self.model_path(settings),
+            path,
             vae=settings.vae,
             device=device,
             dtype=self.options.resolved_dtype(device),

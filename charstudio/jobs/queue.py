@@ -75,7 +75,17 @@ def _train_ti_factory(
     return result.to_json()
 
 
+def _grid_factory(
+    project: Project, params: dict[str, Any], cancel: CancelToken, job_id: int
+) -> Job[Any]:
+    from charstudio.training.checkpoint_grid import checkpoint_grid_job
+
+    result = yield from checkpoint_grid_job(project, params, cancel, job_id)
+    return result.to_json()
+
+
 BUILTIN_KINDS: dict[str, JobFactory] = {
+    "grid": _grid_factory,
     "train-ti": _train_ti_factory,
     "import": _import_factory,
     "export": _export_factory,

@@ -16,6 +16,7 @@ from charstudio.jobs import CancelToken, Progress
 from charstudio.jobs.queue import JobQueue, QueuedJob
 
 PROGRESS_INTERVAL_S = 0.05
+KEEP_EVENTS_WITH = ("new_image_ids", "preview", "checkpoint_path", "cell")
 
 
 class _QueueThread(QThread):
@@ -63,10 +64,11 @@ class _QueueThread(QThread):
                             self.finished_job.emit(ended)
                         break
                     now = time.monotonic()
-                    # Events that carry new images are never dropped: the grid shows them.
-                    carries_images = bool(event.detail.get("new_image_ids"))
+                    # Events that carry results (new images, a preview, a checkpoint, a grid
+                    # cell) are never dropped: the panels show them.
+                    carries = any(event.detail.get(key) for key in KEEP_EVENTS_WITH)
                     due = now - last >= PROGRESS_INTERVAL_S or event.done == event.total
-                    if due or carries_images:
+                    if due or carries:
                         last = now
                         self.progress.emit(current, event)
 

@@ -1,0 +1,100 @@
+"""Export the chosen step of a run: ``NAME.pt`` (A1111) and ``NAME.safetensors``.
+
+The files go into the project's ``embeddings/`` (so the bare token name works in the next
+generation at once) and into any folders the artist keeps for other tools: an A1111
+``embeddings/`` folder, a ComfyUI ``models/embeddings/`` folder. Both files carry the same
+vectors; the ``.pt`` holds A1111's keys with the step and the training model's hash and name.
+An existing file of the same name is replaced atomically. The catalog records each export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from charstudio.catalog.records import utc_now
+from charstudio.training import records
+
+if TYPE_CHECKING:
+    from charstudio.catalog.project import Project
+
+__all__ = ["EXPORT_FOLDERS_SETTING", "ExportResult", "export_embedding"]
+
+EXPORT_FOLDERS_SETTING = "export_folders"  # remembered A1111/ComfyUI embedding folders
+
+
+@dataclass
+class ExportResult:
+    run_id: int
+    step: int
+    name: str
+    files: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "step": self.step, "name": self.name, "files": self.files}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_embedding(
+    project: Project,
+    run_id: int,
+    step: int,
+    *,
+    folders: Sequence[Path | str] = (),
+    name: str | None = None,
+) -> ExportResult:
+    """Write step ``step`` of run ``run_id`` as ``NAME.pt`` and ``NAME.safetensors`` into the
+    project's embeddings/ and ``folders``; mark the step chosen on the run's grids."""
+    from charstudio.engine.embeddings import load_embedding, save_a1111_pt, save_safetensors
+
+    catalog = project.catalog
+    run = records.get_run(catalog, run_id)
+    checkpoint = next((c for c in records.run_checkpoints(catalog, run_id) if c.step == step), None)
+    if checkpoint is None:
+        steps = ", ".join(str(c.step) for c in records.run_checkpoints(catalog, run_id))
+        raise ValueError(
+            f"run {run_id} has no checkpoint at step {step} (saved: {steps or 'none'})"
+        )
+    source = project.root / checkpoint.path
+    embedding = load_embedding(source, width=None)  # our own file: any width the run used
+    name = (name or run.name).strip()
+    model_hash = run.params.get("model_hash")
+    model_name = run.params.get("model_name")
+    targets = [project.root / "embeddings", *(Path(f).expanduser() for f in folders)]
+    result = ExportResult(run_id, step, name)
+    rows = []
+    for folder in targets:
+        folder.mkdir(parents=True, exist_ok=True)
+        pt = save_a1111_pt(
+            folder / f"{name}.pt",
+            name,
+            embedding.vectors,
+            step=step,
+            checkpoint_hash=model_hash,
+            checkpoint_name=model_name,
+        )
+        st = save_safetensors(
+            folder / f"{name}.safetensors", embedding.vectors, {"name": name, "step": str(step)}
+        )
+        for path in (pt, st):
+            stored = project.catalog_path_for(path)
+            result.files.append(str(path))
+            rows.append((run_id, step, name, stored, _sha256(path), utc_now()))
+    with catalog.transaction() as conn:
+        conn.executemany(
+            "INSERT INTO exports (run_id, step, name, path, sha256, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.execute("UPDATE grids SET chosen_step = ? WHERE run_id = ?", (step, run_id))
+    return result

@@ -1,0 +1,1207 @@
+"""The Train panel: A1111's "Train an embedding" settings, the run's progress and the past runs.
+
+The panel edits one :class:`~charstudio.training.settings.TrainTISettings` plus the model and the
+images to train on, and shows what the core says about them: the problems that block training
+(red), the warnings (amber) and the batch plan. It never runs anything: it emits
+``trainRequested(params)``, ``pauseRequested``, ``cancelRequested`` and ``resumeRequested(run_id)``
+and the :class:`~charstudio.ui.train_controller.TrainController` queues the jobs and reports back
+through ``job_started`` / ``show_progress`` / ``job_finished``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QRegularExpression, Qt, QTimer, Signal
+from PySide6.QtGui import QImage, QRegularExpressionValidator
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLayout,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSplitter,
+    QToolButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from charstudio.catalog import Project
+from charstudio.engine.samplers import SAMPLER_NAMES, schedule_types_for
+from charstudio.jobs import Progress, format_eta
+from charstudio.training.settings import (
+    CLIP_GRAD_MODES,
+    LATENT_SAMPLING_METHODS,
+    TrainSettingsError,
+    TrainTISettings,
+)
+from charstudio.ui.generate_panel import (
+    ERROR_STYLE,
+    MUTED_STYLE,
+    _browse_button,
+    _ComboBox,
+    _DoubleSpinBox,
+    _error_label,
+    _PathCombo,
+    _Preview,
+    _SizeSpinBox,
+    _SpinBox,
+    pil_to_qimage,
+)
+from charstudio.ui.loss_plot import LossPlot
+
+__all__ = ["RESUMABLE", "SETTING_KEY", "RunRow", "TrainPanel"]
+
+SETTING_KEY = "train.ti"  # project setting: {"settings": TrainTISettings JSON, "model", ...}
+WARNING_STYLE = "color: #c98a00;"
+AUTOMATIC = "Automatic"
+IMAGE_CHOICES = (("Training set (picks)", "picks"), ("All images in the project", "all"))
+PRECISION_CHOICES = (("Automatic", "auto"), ("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32"))
+RESUMABLE = ("paused", "canceled", "failed")  # runs the Resume button continues
+PAUSING = "Pausing after this step…"
+CHECK_DELAY_MS = 250  # live checks read the catalog and image files: not on every keystroke
+_SEED_PATTERN = r"-1|\d{1,19}"
+_DEFAULTS = TrainTISettings()
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One line of the runs list (the controller reads them from the catalog)."""
+
+    run_id: int
+    name: str
+    status: str  # running, paused, canceled, failed, done
+    step: int  # the newest saved step
+    end_step: int | None
+    error: str | None = None
+    created_at: str = ""
+
+
+def _plausible(name: str, value: object) -> bool:
+    """Whether a stored value has the type of its field (JSON from older versions or hand edits
+    must not reach a widget as the wrong type)."""
+    default = getattr(_DEFAULTS, name)
+    if name in ("batch_size", "preview_schedule_type"):
+        return value is None or isinstance(value, int if name == "batch_size" else str)
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def _stored_state(
+    stored: object, project: Project
+) -> tuple[TrainTISettings, dict[str, Any], list[str]]:
+    """The settings saved in a project, the other saved choices (model, vae, images) and the
+    names of saved values that were unreadable and fell back to their defaults."""
+    settings = TrainTISettings.for_project(project)
+    if stored is None:
+        return settings, {}, []
+    if not isinstance(stored, Mapping):
+        return settings, {}, ["all settings"]
+    raw = stored.get("settings")
+    dropped: list[str] = []
+    if not isinstance(raw, Mapping):
+        raw, dropped = {}, ["settings"]
+    known = {f.name for f in fields(TrainTISettings)}
+    values = {}
+    for name, value in raw.items():
+        if name in known and _plausible(name, value):
+            values[name] = value
+        else:
+            dropped.append(str(name))
+    settings = settings.replace(**values)
+    if not settings.name:
+        settings = settings.replace(name=project.token)
+    choices = {k: stored[k] for k in ("model", "vae") if isinstance(stored.get(k), str)}
+    if stored.get("images") in {value for _label, value in IMAGE_CHOICES}:
+        choices["images"] = stored["images"]
+    return settings, choices, dropped
+
+
+class _Rows(QGridLayout):
+    """Label | field rows, the dock's width split evenly: the labels wrap, so A1111's long
+    labels fit a narrow dock without squeezing the fields, and every group lines up."""
+
+    def __init__(self, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.setColumnStretch(0, 1)
+        self.setColumnStretch(1, 1)
+        self._next = 0
+
+    def add(self, label: str, field: QWidget | QLayout) -> QLabel:
+        text = QLabel(label)
+        text.setWordWrap(True)
+        if isinstance(field, QWidget):
+            text.setBuddy(field)
+            text.setToolTip(field.toolTip())
+        self.addWidget(text, self._next, 0)
+        if isinstance(field, QLayout):
+            self.addLayout(field, self._next, 1)
+        else:
+            self.addWidget(field, self._next, 1)
+        self._next += 1
+        return text
+
+    def add_wide(self, item: QWidget | QLayout) -> None:
+        if isinstance(item, QLayout):
+            self.addLayout(item, self._next, 0, 1, 2)
+        else:
+            self.addWidget(item, self._next, 0, 1, 2)
+        self._next += 1
+
+
+class TrainPanel(QWidget):
+    """Train a textual-inversion embedding on the training set: settings, checks, progress."""
+
+    trainRequested = Signal(object)  # params for a new "train-ti" job, checked
+    pauseRequested = Signal()
+    cancelRequested = Signal()
+    resumeRequested = Signal(int)  # the run id selected in the runs list
+    runSelected = Signal(int)  # the run id selected in the runs list, -1 for none
+    refreshRequested = Signal()  # the ⟳ button: checkpoints, training set and runs again
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._project: Project | None = None
+        self._loading = False  # filling widgets: no "changed" side effects
+        self._busy = False  # a train job is queued or running
+        self._pausing = False  # a pause was requested; the run stops after its current step
+        self._image_count: int | None = None
+        self._image_error = ""
+        self._problems: list[str] = []
+        self._warnings: list[str] = []
+        self._runs: list[RunRow] = []
+        self._stored_note = ""  # saved settings that could not be read, until the next change
+        self._check_timer = QTimer(self)
+        self._check_timer.setSingleShot(True)
+        self._check_timer.setInterval(CHECK_DELAY_MS)
+        self._check_timer.timeout.connect(self.check_now)
+
+        self.hint_label = QLabel("Open or create a project to train an embedding.")
+        self.hint_label.setWordWrap(True)
+        self.hint_label.setStyleSheet(MUTED_STYLE)
+
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self._build_source_box())
+        layout.addWidget(self._build_embedding_box())
+        layout.addWidget(self._build_advanced())
+        layout.addWidget(self._build_runs_box())
+        layout.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidget(content)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+        self._actions = self._build_actions()
+        # As in the Generate panel, the splitter trades settings space for progress space.
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(self.scroll)
+        self.splitter.addWidget(self._actions)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setChildrenCollapsible(False)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.hint_label)
+        outer.addWidget(self.splitter, 1)
+
+        self._connect_changes()
+        self.set_project(None)
+
+    # -- building ----------------------------------------------------------------------------
+
+    def _build_source_box(self) -> QGroupBox:
+        self.model_combo = _PathCombo(None, "Checkpoint file or folder")
+        self.model_combo.setToolTip("The model to train on; A1111 trains on base SD 1.5")
+        self.model_browse = _browse_button(
+            self, self.model_combo, "Checkpoint", "Checkpoints (*.safetensors *.ckpt)"
+        )
+        self.images_combo = _ComboBox()
+        for label, value in IMAGE_CHOICES:
+            self.images_combo.addItem(label, value)
+        self.images_combo.setToolTip(
+            "Training set: the picks made into a training set (Use Picks as Training Set)"
+        )
+        self.images_label = QLabel()
+        self.images_label.setWordWrap(True)
+        self.images_label.setTextFormat(Qt.TextFormat.PlainText)
+
+        box = QGroupBox("Model and images")
+        form = QFormLayout(box)
+        row = QHBoxLayout()
+        row.addWidget(self.model_combo, 1)
+        row.addWidget(self.model_browse)
+        form.addRow("Checkpoint", row)
+        form.addRow("Images", self.images_combo)
+        form.addRow(self.images_label)
+        return box
+
+    def _build_embedding_box(self) -> QGroupBox:
+        self.name_edit = QLineEdit()
+        self.name_edit.setToolTip(
+            "The embedding's file name and the word typed in prompts; a made-up word such as "
+            "fr3nchl4dy (empty: the project's token)"
+        )
+        self.init_text_edit = QLineEdit()
+        self.init_text_edit.setToolTip(
+            "Initialization text: the embedding starts as these words' vectors (e.g. woman)"
+        )
+        self.vectors_spin = _SpinBox()
+        self.vectors_spin.setRange(1, 75)
+        self.vectors_spin.setToolTip("Number of vectors per token (2 in the tutorial)")
+        self.learning_rate_edit = QLineEdit()
+        self.learning_rate_edit.setToolTip(
+            "A fixed rate (0.002) or an A1111 schedule: 0.005:100, 1e-3:1000, 1e-5 "
+            "(0.005 up to step 100, then 0.001 up to 1000, then 1e-5)"
+        )
+        self.batch_size_spin = _SpinBox()
+        self.batch_size_spin.setRange(0, 64)
+        self.batch_size_spin.setSpecialValueText("Auto")
+        self.batch_size_spin.setToolTip(
+            "Images per batch. Auto: the number of images, at most 8. "
+            "Batch size × gradient accumulation should equal the number of images."
+        )
+        self.accumulation_spin = _SpinBox()
+        self.accumulation_spin.setRange(1, 64)
+        self.accumulation_spin.setToolTip(
+            "Gradient accumulation steps: batches per step (4 × 2 or 2 × 4 when memory is short)"
+        )
+        self.max_steps_spin = _SpinBox()
+        self.max_steps_spin.setRange(1, 1_000_000)
+        self.save_every_spin = _SpinBox()
+        self.save_every_spin.setRange(0, 100_000)
+        self.save_every_spin.setToolTip(
+            "Save a copy of embedding to the run folder every N steps, 0 to disable (the last "
+            "step is always saved)"
+        )
+        self.preview_every_spin = _SpinBox()
+        self.preview_every_spin.setRange(0, 100_000)
+        self.preview_every_spin.setToolTip(
+            "Save an image to the run folder every N steps, 0 to disable"
+        )
+        self.template_edit = QPlainTextEdit()
+        self.template_edit.setTabChangesFocus(True)
+        self.template_edit.setPlaceholderText("a closeup photo of [name], neutral gray background")
+        self.template_edit.setToolTip(
+            "Prompt template: one prompt per line, a random line per image; [name] is the "
+            "embedding, [filewords] the image's caption (its .txt file or its prompt)"
+        )
+        self.template_edit.setFixedHeight(self.template_edit.fontMetrics().lineSpacing() * 3 + 12)
+        self.template_button = QPushButton("Load template file…")
+        self.template_button.setToolTip(
+            "Read a template file, e.g. from A1111's textual_inversion_templates"
+        )
+        self.width_spin = _SizeSpinBox()
+        self.height_spin = _SizeSpinBox()
+        self.latent_sampling_combo = _ComboBox()
+        self.latent_sampling_combo.addItems(LATENT_SAMPLING_METHODS)
+        self.latent_sampling_combo.setToolTip(
+            "once: each image is encoded once; deterministic: the VAE's mean; random: a new "
+            "sample every step"
+        )
+
+        box = QGroupBox("Train an embedding")
+        rows = _Rows(box)
+        rows.add("Embedding name", self.name_edit)
+        rows.add("Initialization text", self.init_text_edit)
+        rows.add("Number of vectors per token", self.vectors_spin)
+        rows.add("Embedding learning rate", self.learning_rate_edit)
+        rows.add("Batch size", self.batch_size_spin)
+        rows.add("Gradient accumulation steps", self.accumulation_spin)
+        rows.add("Max steps", self.max_steps_spin)
+        rows.add("Save a copy of embedding every N steps", self.save_every_spin)
+        rows.add("Save an image every N steps", self.preview_every_spin)
+        header = QHBoxLayout()
+        header.addWidget(QLabel("Prompt template"))
+        header.addStretch(1)
+        header.addWidget(self.template_button)
+        rows.add_wide(header)
+        rows.add_wide(self.template_edit)
+        size = QHBoxLayout()
+        size.addWidget(self.width_spin, 1)
+        size.addWidget(QLabel("×"))
+        size.addWidget(self.height_spin, 1)
+        rows.add("Width × height", size)
+        rows.add("Latent sampling method", self.latent_sampling_combo)
+        self.template_button.clicked.connect(self._pick_template_file)
+        return box
+
+    def _build_advanced(self) -> QWidget:
+        self.advanced_button = QToolButton()
+        self.advanced_button.setText("Advanced")
+        self.advanced_button.setCheckable(True)
+        self.advanced_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.advanced_button.setAutoRaise(True)
+
+        self.vae_combo = _PathCombo(AUTOMATIC, "VAE file")
+        self.vae_combo.setMinimumContentsLength(6)  # fit the narrow field column
+        self.vae_browse = _browse_button(
+            self, self.vae_combo, "VAE", "VAE (*.safetensors *.ckpt *.pt)"
+        )
+        self.seed_edit = self._seed_edit("Seed of the run's noise and data order; -1: random")
+        self.shuffle_tags_check = QCheckBox("Shuffle tags by ',' when creating prompts")
+        self.tag_dropout_spin = _DoubleSpinBox()
+        self.tag_dropout_spin.setRange(0.0, 1.0)
+        self.tag_dropout_spin.setSingleStep(0.05)
+        self.tag_dropout_spin.setDecimals(2)
+        self.tag_dropout_spin.setToolTip("Drop out tags when creating prompts: the chance per tag")
+        self.clip_grad_mode_combo = _ComboBox()
+        self.clip_grad_mode_combo.addItems(CLIP_GRAD_MODES)
+        self.clip_grad_value_edit = QLineEdit()
+        self.clip_grad_value_edit.setToolTip(
+            "Gradient clipping value, or a schedule like the learning rate"
+        )
+        self.alpha_weight_check = QCheckBox("Use PNG alpha channel as loss weight")
+        self.clip_skip_spin = _SpinBox()
+        self.clip_skip_spin.setRange(1, 12)
+        self.clip_skip_spin.setToolTip("Clip skip (1 = use the last CLIP layer)")
+        self.precision_combo = _ComboBox()
+        for label, value in PRECISION_CHOICES:
+            self.precision_combo.addItem(label, value)
+        self.precision_combo.setToolTip(
+            "Automatic: fp16 weights with autocast on an NVIDIA GPU (as A1111), fp32 on the CPU"
+        )
+        self.gradient_checkpointing_check = QCheckBox("Gradient checkpointing")
+        self.gradient_checkpointing_check.setToolTip("Uses less GPU memory, trains slower")
+
+        self.preview_prompt_edit = QLineEdit()
+        self.preview_prompt_edit.setPlaceholderText("empty: the template's first line")
+        self.preview_negative_edit = QLineEdit()
+        self.preview_seed_edit = self._seed_edit(
+            "Preview seed; -1: random, drawn when the run starts"
+        )
+        self.preview_sampler_combo = _ComboBox()
+        self.preview_sampler_combo.addItems(SAMPLER_NAMES)
+        self.preview_schedule_combo = _ComboBox()
+        self.preview_schedule_combo.setToolTip("Schedule type (Automatic: the sampler's default)")
+        self.preview_steps_spin = _SpinBox()
+        self.preview_steps_spin.setRange(1, 150)
+        self.preview_cfg_spin = _DoubleSpinBox()
+        self.preview_cfg_spin.setRange(1.0, 30.0)
+        self.preview_cfg_spin.setSingleStep(0.5)
+        self.preview_cfg_spin.setDecimals(1)
+
+        self.advanced_box = QWidget()
+        layout = QVBoxLayout(self.advanced_box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        training = QGroupBox("Training")
+        rows = _Rows(training)
+        vae = QHBoxLayout()
+        vae.addWidget(self.vae_combo, 1)
+        vae.addWidget(self.vae_browse)
+        rows.add("VAE", vae)
+        rows.add("Seed", self.seed_edit)
+        rows.add_wide(self.shuffle_tags_check)
+        rows.add("Drop out tags when creating prompts", self.tag_dropout_spin)
+        rows.add("Gradient clipping", self.clip_grad_mode_combo)
+        rows.add("Gradient clipping value", self.clip_grad_value_edit)
+        rows.add_wide(self.alpha_weight_check)
+        rows.add("Clip skip", self.clip_skip_spin)
+        rows.add("Precision", self.precision_combo)
+        rows.add_wide(self.gradient_checkpointing_check)
+        layout.addWidget(training)
+
+        preview = QGroupBox("Preview images")
+        rows = _Rows(preview)
+        rows.add("Preview prompt", self.preview_prompt_edit)
+        rows.add("Negative prompt", self.preview_negative_edit)
+        rows.add("Sampling method", self.preview_sampler_combo)
+        rows.add("Schedule type", self.preview_schedule_combo)
+        rows.add("Sampling steps", self.preview_steps_spin)
+        rows.add("CFG scale", self.preview_cfg_spin)
+        rows.add("Seed", self.preview_seed_edit)
+        layout.addWidget(preview)
+        self.advanced_box.hide()
+
+        container = QWidget()
+        outer = QVBoxLayout(container)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(2)
+        outer.addWidget(self.advanced_button)
+        outer.addWidget(self.advanced_box)
+        self.advanced_button.toggled.connect(self.set_advanced_visible)
+        self.preview_sampler_combo.currentTextChanged.connect(self._update_schedule_choices)
+        self.clip_grad_mode_combo.currentTextChanged.connect(
+            lambda mode: self.clip_grad_value_edit.setEnabled(mode != "disabled")
+        )
+        return container
+
+    def _seed_edit(self, tooltip: str) -> QLineEdit:
+        edit = QLineEdit()
+        edit.setValidator(QRegularExpressionValidator(QRegularExpression(_SEED_PATTERN), edit))
+        edit.setPlaceholderText("-1")
+        edit.setToolTip(tooltip)
+        return edit
+
+    def _build_runs_box(self) -> QGroupBox:
+        self.runs_tree = QTreeWidget()
+        self.runs_tree.setHeaderLabels(["Run", "Status", "Steps"])
+        self.runs_tree.setRootIsDecorated(False)
+        self.runs_tree.setUniformRowHeights(True)
+        self.runs_tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.runs_tree.setFixedHeight(self.runs_tree.fontMetrics().height() * 7 + 12)
+        header = self.runs_tree.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip(
+            "Continue the selected paused, canceled or failed run from its last saved step"
+        )
+        self.resume_button.setEnabled(False)
+        self.refresh_button = QToolButton()
+        self.refresh_button.setText("⟳")
+        self.refresh_button.setToolTip("Look for checkpoints, the training set and runs again")
+        self.run_detail_label = QLabel()
+        self.run_detail_label.setWordWrap(True)
+        self.run_detail_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.run_detail_label.setStyleSheet(MUTED_STYLE)
+        self.run_detail_label.setSizePolicy(
+            QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred
+        )
+        self.run_detail_label.setMinimumWidth(1)
+
+        box = QGroupBox("Runs")
+        layout = QVBoxLayout(box)
+        layout.addWidget(self.runs_tree)
+        layout.addWidget(self.run_detail_label)
+        row = QHBoxLayout()
+        row.addWidget(self.refresh_button)
+        row.addStretch(1)
+        row.addWidget(self.resume_button)
+        layout.addLayout(row)
+        self.runs_tree.itemSelectionChanged.connect(self._run_selection_changed)
+        self.resume_button.clicked.connect(self._resume_clicked)
+        self.refresh_button.clicked.connect(self.refreshRequested)
+        return box
+
+    def _build_actions(self) -> QWidget:
+        self.problem_label = _error_label()
+        self.warning_label = _error_label()
+        self.warning_label.setStyleSheet(WARNING_STYLE)
+        self.train_button = QPushButton("Train embedding")
+        self.train_button.setDefault(True)
+        self.train_button.setMinimumHeight(32)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setToolTip(
+            "Save the current step and stop; Resume in the runs list continues exactly there"
+        )
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the run; the steps saved so far are kept")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setFormat("%v/%m")
+        self.status_label = QLabel()
+        self.status_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status_label.setMinimumWidth(1)
+        self.loss_plot = LossPlot()
+        self.loss_plot.setMaximumHeight(200)  # the rest of the height goes to the preview
+        self.preview = _Preview()
+        self.preview.setMinimumSize(96, 96)
+        self.preview_label = QLabel()
+        self.preview_label.setStyleSheet(MUTED_STYLE)
+        self.preview_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.checkpoint_label = QLabel()
+        self.checkpoint_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.checkpoint_label.setWordWrap(True)
+        self.checkpoint_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.checkpoint_label.setSizePolicy(
+            QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred
+        )
+        self.checkpoint_label.setMinimumWidth(1)
+        self.checkpoint_label.setStyleSheet(MUTED_STYLE)
+
+        actions = QWidget()
+        layout = QVBoxLayout(actions)
+        layout.setContentsMargins(6, 2, 6, 6)
+        layout.addWidget(self.problem_label)
+        layout.addWidget(self.warning_label)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button, 1)
+        buttons.addWidget(self.pause_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.loss_plot, 1)
+        layout.addWidget(self.preview, 2)
+        layout.addWidget(self.preview_label)
+        layout.addWidget(self.checkpoint_label)
+        layout.addStretch(0)
+
+        self.train_button.clicked.connect(self.train)
+        self.pause_button.clicked.connect(self._pause_clicked)
+        self.cancel_button.clicked.connect(self.cancelRequested)
+        self._update_buttons()
+        return actions
+
+    def _connect_changes(self) -> None:
+        for line in (
+            self.name_edit,
+            self.init_text_edit,
+            self.learning_rate_edit,
+            self.seed_edit,
+            self.clip_grad_value_edit,
+            self.preview_prompt_edit,
+            self.preview_negative_edit,
+            self.preview_seed_edit,
+        ):
+            line.textChanged.connect(self._changed)
+        self.template_edit.textChanged.connect(self._changed)
+        self.model_combo.currentTextChanged.connect(self._changed)
+        self.vae_combo.currentTextChanged.connect(self._changed)
+        for spin in self._spins():
+            spin.valueChanged.connect(self._changed)
+        for combo in (
+            self.latent_sampling_combo,
+            self.clip_grad_mode_combo,
+            self.precision_combo,
+            self.preview_sampler_combo,
+            self.preview_schedule_combo,
+        ):
+            combo.currentIndexChanged.connect(self._changed)
+        for check in (
+            self.shuffle_tags_check,
+            self.alpha_weight_check,
+            self.gradient_checkpointing_check,
+        ):
+            check.toggled.connect(self._changed)
+        self.images_combo.currentIndexChanged.connect(self._images_changed)
+
+    def _spins(self) -> tuple[_SpinBox | _DoubleSpinBox, ...]:
+        return (
+            self.vectors_spin,
+            self.batch_size_spin,
+            self.accumulation_spin,
+            self.max_steps_spin,
+            self.save_every_spin,
+            self.preview_every_spin,
+            self.width_spin,
+            self.height_spin,
+            self.tag_dropout_spin,
+            self.clip_skip_spin,
+            self.preview_steps_spin,
+            self.preview_cfg_spin,
+        )
+
+    # -- the project and its settings -----------------------------------------------------------
+
+    def set_project(self, project: Project | None) -> None:
+        """Show ``project``'s saved settings; the previous project's are saved first.
+
+        Call with None before closing a project's catalog.
+        """
+        if self._project is not None and project is not self._project:
+            self.save_settings()
+        self._project = project
+        self._busy = False
+        self.scroll.setEnabled(project is not None)
+        self._actions.setEnabled(project is not None)
+        self.hint_label.setVisible(project is None)
+        self.set_runs([])
+        self.reset_progress()
+        if project is None:
+            self._check_timer.stop()
+            self._image_count, self._image_error, self._stored_note = None, "", ""
+            self._show_checks([], [])
+            self._update_buttons()
+            return
+        try:
+            stored = project.catalog.get_setting(SETTING_KEY)
+        except ValueError:  # not even JSON (a hand-edited catalog)
+            stored = "unreadable"
+        settings, choices, dropped = _stored_state(stored, project)
+        self._loading = True
+        try:
+            self.model_combo.set_path(choices.get("model"))
+            self.model_combo.lineEdit().setCursorPosition(0)
+            self.vae_combo.set_path(choices.get("vae"))
+            index = self.images_combo.findData(choices.get("images", "picks"))
+            self.images_combo.setCurrentIndex(max(0, index))
+        finally:
+            self._loading = False
+        self.set_settings(settings)
+        self.refresh_images()
+        self._stored_note = (
+            f"Saved training settings reset to their defaults (unreadable): {', '.join(dropped)}"
+            if dropped
+            else ""
+        )
+        self.check_now()
+
+    def project(self) -> Project | None:
+        return self._project
+
+    def save_settings(self) -> None:
+        """Remember the current settings in the project (also ones with problems, to fix later)."""
+        if self._project is None:
+            return
+        try:
+            settings = self.settings()
+        except ValueError:
+            return
+        self._project.catalog.set_setting(
+            SETTING_KEY,
+            {
+                "settings": settings.to_json(),
+                "model": self.model_combo.path(),
+                "vae": self.vae_combo.path(),
+                "images": self.images_choice(),
+            },
+        )
+
+    def set_settings(self, settings: TrainTISettings) -> None:
+        """Fill the widgets from ``settings``."""
+        self._loading = True
+        try:
+            name = settings.name or (self._project.token if self._project is not None else "")
+            self.name_edit.setText(name)
+            self.init_text_edit.setText(settings.init_text)
+            self.vectors_spin.setValue(settings.vectors)
+            self.learning_rate_edit.setText(settings.learning_rate)
+            self.batch_size_spin.setValue(settings.batch_size or 0)
+            self.accumulation_spin.setValue(settings.gradient_accumulation)
+            self.max_steps_spin.setValue(settings.max_steps)
+            self.save_every_spin.setValue(settings.save_every)
+            self.preview_every_spin.setValue(settings.preview_every)
+            self.template_edit.setPlainText(settings.template)
+            self.width_spin.setValue(settings.width)
+            self.height_spin.setValue(settings.height)
+            self._set_combo_text(self.latent_sampling_combo, settings.latent_sampling)
+            self.seed_edit.setText(str(settings.seed))
+            self.shuffle_tags_check.setChecked(settings.shuffle_tags)
+            self.tag_dropout_spin.setValue(settings.tag_dropout)
+            self._set_combo_text(self.clip_grad_mode_combo, settings.clip_grad_mode)
+            self.clip_grad_value_edit.setText(settings.clip_grad_value)
+            self.clip_grad_value_edit.setEnabled(settings.clip_grad_mode != "disabled")
+            self.alpha_weight_check.setChecked(settings.use_alpha_weight)
+            self.clip_skip_spin.setValue(settings.clip_skip)
+            index = self.precision_combo.findData(settings.precision)
+            self.precision_combo.setCurrentIndex(max(0, index))
+            self.gradient_checkpointing_check.setChecked(settings.gradient_checkpointing)
+            self.preview_prompt_edit.setText(settings.preview_prompt)
+            self.preview_negative_edit.setText(settings.preview_negative_prompt)
+            self.preview_seed_edit.setText(str(settings.preview_seed))
+            self._set_preview_sampler(settings.preview_sampler, settings.preview_schedule_type)
+            self.preview_steps_spin.setValue(settings.preview_steps)
+            self.preview_cfg_spin.setValue(settings.preview_cfg_scale)
+        finally:
+            self._loading = False
+        self._changed()
+
+    def settings(self) -> TrainTISettings:
+        """The settings the widgets show (checked by the core, not here)."""
+        for spin in self._spins():
+            spin.interpretText()  # a value still being typed counts
+        return TrainTISettings(
+            name=self.name_edit.text().strip(),
+            init_text=self.init_text_edit.text(),
+            vectors=self.vectors_spin.value(),
+            learning_rate=self.learning_rate_edit.text().strip(),
+            batch_size=self.batch_size_spin.value() or None,
+            gradient_accumulation=self.accumulation_spin.value(),
+            max_steps=self.max_steps_spin.value(),
+            save_every=self.save_every_spin.value(),
+            preview_every=self.preview_every_spin.value(),
+            template=self.template_edit.toPlainText(),
+            width=self.width_spin.value(),
+            height=self.height_spin.value(),
+            latent_sampling=self.latent_sampling_combo.currentText(),
+            seed=self._seed(self.seed_edit),
+            shuffle_tags=self.shuffle_tags_check.isChecked(),
+            tag_dropout=round(self.tag_dropout_spin.value(), 2),
+            clip_grad_mode=self.clip_grad_mode_combo.currentText(),
+            clip_grad_value=self.clip_grad_value_edit.text().strip(),
+            use_alpha_weight=self.alpha_weight_check.isChecked(),
+            clip_skip=self.clip_skip_spin.value(),
+            precision=str(self.precision_combo.currentData()),
+            gradient_checkpointing=self.gradient_checkpointing_check.isChecked(),
+            preview_prompt=self.preview_prompt_edit.text(),
+            preview_negative_prompt=self.preview_negative_edit.text(),
+            preview_seed=self._seed(self.preview_seed_edit),
+            preview_sampler=self.preview_sampler_combo.currentText(),
+            preview_schedule_type=self._schedule_type(),
+            preview_steps=self.preview_steps_spin.value(),
+            preview_cfg_scale=round(self.preview_cfg_spin.value(), 1),
+        )
+
+    def images_choice(self) -> str:
+        return str(self.images_combo.currentData())
+
+    def current_params(self) -> dict[str, Any]:
+        """The params of a new "train-ti" job (see :mod:`charstudio.training.ti`)."""
+        return {
+            "settings": self.settings().to_json(),
+            "model": self.model_combo.path(),
+            "vae": self.vae_combo.path(),
+            "images": self.images_choice(),
+        }
+
+    def set_model_choices(self, paths: Sequence[str]) -> None:
+        self.model_combo.set_choices(paths)
+        self.model_combo.lineEdit().setCursorPosition(0)  # the start of a long file name
+
+    def load_template_file(self, path: str | Path) -> None:
+        from charstudio.training.templates import read_template_file
+
+        try:
+            text = read_template_file(path)
+        except (OSError, UnicodeDecodeError) as error:
+            self._show_checks([f"Cannot read the template file {path}: {error}"], self._warnings)
+            return
+        self.template_edit.setPlainText(text.strip("\n"))
+
+    def set_advanced_visible(self, visible: bool) -> None:
+        self.advanced_box.setVisible(visible)
+        self.advanced_button.setArrowType(
+            Qt.ArrowType.DownArrow if visible else Qt.ArrowType.RightArrow
+        )
+        if self.advanced_button.isChecked() != visible:
+            self.advanced_button.setChecked(visible)
+
+    # -- images and checks ------------------------------------------------------------------
+
+    def refresh_images(self) -> None:
+        """Count the images to train on again (after "Use Picks as Training Set", an import…)."""
+        from charstudio.training.dataset import gather_images
+
+        if self._project is None:
+            return
+        try:
+            self._image_count = len(gather_images(self._project, self.images_choice()))
+            self._image_error = ""
+        except ValueError as error:  # ImageSelectionError: no picks, missing files
+            self._image_count, self._image_error = None, str(error)
+        self._update_images_label()
+        self._changed()
+
+    def image_count(self) -> int | None:
+        return self._image_count
+
+    def _update_images_label(self) -> None:
+        if self._project is None:
+            self.images_label.clear()
+            return
+        if self._image_count is None:
+            self.images_label.setStyleSheet(ERROR_STYLE)
+            self.images_label.setText(self._image_error or "No images to train on")
+            return
+        n = self._image_count
+        images = f"{n} image{'s' if n != 1 else ''}"
+        if self.images_choice() == "all":
+            source = f"All images: {images}"
+        elif self._project.catalog.training_set() is not None:
+            source = f"Training set: {n} picked image{'s' if n != 1 else ''}"
+        else:
+            source = f"Picks: {images} (no training set made yet)"
+        try:
+            batch, accumulation, _notes = self.settings().batch_plan(n)
+        except (ValueError, TypeError):
+            self.images_label.setStyleSheet(MUTED_STYLE)
+            self.images_label.setText(source)
+            return
+        self.images_label.setStyleSheet("")
+        self.images_label.setText(f"{source} → batch {batch} × {accumulation}")
+        self.images_label.setToolTip(
+            f"{batch * accumulation} images per step: batch size {batch} × gradient "
+            f"accumulation {accumulation}"
+        )
+
+    def check_now(self) -> tuple[list[str], list[str]]:
+        """Ask the core what is wrong (problems) and what may be a mistake (warnings) with the
+        current params; shows and returns them."""
+        self._check_timer.stop()
+        if self._project is None:
+            return [], []
+        from charstudio.training.ti import check_train_params
+
+        try:
+            settings = self.settings()
+        except ValueError as error:
+            self._show_checks([str(error)], [])
+            return self._problems, self._warnings
+        params = self.current_params()
+        # The device only decides where a run trains; naming one keeps torch from being imported
+        # on the GUI thread just to check settings.
+        problems, warnings = check_train_params(self._project, {**params, "device": "cpu"})
+        if not settings.problems():
+            warnings = [*settings.warnings(), *warnings]  # the name's, also without images
+        if self._stored_note:
+            problems = [self._stored_note, *problems]
+        self._show_checks(list(dict.fromkeys(problems)), list(dict.fromkeys(warnings)))
+        return self._problems, self._warnings
+
+    def problems(self) -> list[str]:
+        return list(self._problems)
+
+    def warnings(self) -> list[str]:
+        return list(self._warnings)
+
+    def show_problems(self, problems: Sequence[str]) -> None:
+        """Problems found elsewhere (the controller's checks before a resume)."""
+        self._show_checks(list(problems), self._warnings)
+
+    def _show_checks(self, problems: list[str], warnings: list[str]) -> None:
+        self._problems, self._warnings = problems, warnings
+        for label, lines in ((self.problem_label, problems), (self.warning_label, warnings)):
+            text = "\n".join(f"• {line}" if len(lines) > 1 else line for line in lines)
+            label.setText(text)
+            label.setVisible(bool(text))
+        self._update_buttons()
+
+    def _changed(self) -> None:
+        if self._loading or self._project is None:
+            return
+        self._update_images_label()
+        self._stored_note = ""
+        self._check_timer.start()  # Train checks again at once, so it stays enabled meanwhile
+
+    def _images_changed(self) -> None:
+        if not self._loading:
+            self.refresh_images()
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def set_runs(self, runs: Sequence[RunRow]) -> None:
+        """The runs list, newest first; the selection is kept by run id."""
+        selected = self.selected_run_id()
+        self._runs = list(runs)
+        blocked = self.runs_tree.blockSignals(True)
+        try:
+            self.runs_tree.clear()
+            for run in self._runs:
+                steps = f"{run.step}/{run.end_step}" if run.end_step else str(run.step)
+                item = QTreeWidgetItem([f"#{run.run_id} {run.name}", run.status, steps])
+                item.setData(0, Qt.ItemDataRole.UserRole, run.run_id)
+                item.setTextAlignment(
+                    2, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+                )
+                tip = f"Started {run.created_at}" if run.created_at else ""
+                if run.error:
+                    tip = f"{tip}\n{run.error}".strip()
+                for column in range(3):
+                    item.setToolTip(column, tip)
+                self.runs_tree.addTopLevelItem(item)
+                if run.run_id == selected:
+                    item.setSelected(True)
+                    self.runs_tree.setCurrentItem(item)
+        finally:
+            self.runs_tree.blockSignals(blocked)
+        self._update_run_detail()
+        self._update_buttons()
+
+    def runs(self) -> list[RunRow]:
+        return list(self._runs)
+
+    def select_run(self, run_id: int, *, quiet: bool = False) -> None:
+        """Select a run in the list; ``quiet``: without emitting ``runSelected``."""
+        for index in range(self.runs_tree.topLevelItemCount()):
+            item = self.runs_tree.topLevelItem(index)
+            if item.data(0, Qt.ItemDataRole.UserRole) == run_id:
+                blocked = self.runs_tree.blockSignals(quiet)
+                try:
+                    self.runs_tree.setCurrentItem(item)
+                finally:
+                    self.runs_tree.blockSignals(blocked)
+                self._update_run_detail()
+                self._update_buttons()
+                return
+
+    def selected_run(self) -> RunRow | None:
+        items = self.runs_tree.selectedItems()
+        if not items:
+            return None
+        run_id = items[0].data(0, Qt.ItemDataRole.UserRole)
+        return next((run for run in self._runs if run.run_id == run_id), None)
+
+    def selected_run_id(self) -> int | None:
+        run = self.selected_run()
+        return run.run_id if run is not None else None
+
+    def _run_selection_changed(self) -> None:
+        self._update_run_detail()
+        self._update_buttons()
+        run_id = self.selected_run_id()
+        self.runSelected.emit(-1 if run_id is None else run_id)
+
+    def _update_run_detail(self) -> None:
+        run = self.selected_run()
+        if run is None:
+            self.run_detail_label.hide()
+            return
+        text = f"{run.name}: {run.status} at step {run.step}"
+        if run.error:
+            text += f" — {run.error}"
+        self.run_detail_label.setStyleSheet(ERROR_STYLE if run.status == "failed" else MUTED_STYLE)
+        self.run_detail_label.setText(text)
+        self.run_detail_label.show()
+
+    def _resume_clicked(self) -> None:
+        run = self.selected_run()
+        if run is not None and run.status in RESUMABLE and not self._busy:
+            self.resumeRequested.emit(run.run_id)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def train(self) -> None:
+        """Check the params and emit them (no signal when something is wrong)."""
+        if self._project is None or self._busy:
+            return
+        problems, _warnings = self.check_now()
+        if problems:
+            return
+        self.save_settings()
+        self.trainRequested.emit(self.current_params())
+
+    def _pause_clicked(self) -> None:
+        self.pause_button.setEnabled(False)  # one request is enough; the run stops at a step
+        self.pauseRequested.emit()
+
+    def set_pausing(self, pausing: bool) -> None:
+        """A pause was requested (True), or could not be (False: Pause works again)."""
+        self._pausing = pausing
+        self.pause_button.setEnabled(self._busy and not pausing)
+        if pausing:
+            self.status_label.setText(f"{self.status_label.text()}\n{PAUSING}".strip())
+
+    def is_busy(self) -> bool:
+        return self._busy
+
+    def _update_buttons(self) -> None:
+        has_project = self._project is not None
+        self.train_button.setEnabled(has_project and not self._busy and not self._problems)
+        self.cancel_button.setEnabled(self._busy)
+        if not self._busy:
+            self.pause_button.setEnabled(False)
+        run = self.selected_run()
+        self.resume_button.setEnabled(
+            has_project and not self._busy and run is not None and run.status in RESUMABLE
+        )
+
+    def reset_progress(self) -> None:
+        """An empty progress area: before a new run, or for another project."""
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.hide()
+        self.status_label.clear()
+        self.status_label.setStyleSheet("")
+        self.status_label.hide()
+        self.loss_plot.clear()
+        self.loss_plot.set_total(None)
+        self.loss_plot.hide()
+        self.preview.set_image(None)
+        self.preview_label.clear()
+        self.preview_label.hide()
+        self.checkpoint_label.clear()
+        self.checkpoint_label.hide()
+        self._fit_progress(False)
+
+    def _fit_progress(self, showing: bool) -> None:
+        """Give the progress area room while it shows a run (the plot and preview), and the
+        settings all of it otherwise; the artist can still drag the splitter."""
+        total = sum(self.splitter.sizes()) or 1000
+        low = self._actions.minimumSizeHint().height()
+        wanted = max(low, int(total * 0.5)) if showing else low
+        current = self.splitter.sizes()[1]
+        if (showing and current < wanted) or (not showing and current > wanted):
+            self.splitter.setSizes([max(1, total - wanted), wanted])
+
+    def job_queued(self, job_id: int) -> None:
+        """A train job waits in the queue (behind other jobs, or about to start)."""
+        self._busy = True
+        self._pausing = False
+        self.progress_bar.setRange(0, 0)
+        self.progress_bar.show()
+        self.status_label.setStyleSheet("")
+        self.status_label.setText(f"Job {job_id}: queued…")
+        self.status_label.show()
+        self._fit_progress(True)
+        self._update_buttons()
+
+    def job_started(self, job_id: int) -> None:
+        self.job_queued(job_id)
+        self.status_label.setText(f"Job {job_id}: starting…")
+        self.pause_button.setEnabled(True)
+
+    def show_progress(self, progress: Progress) -> None:
+        detail = progress.detail
+        if progress.total:
+            self.progress_bar.setRange(0, progress.total)
+            self.progress_bar.setValue(min(progress.done, progress.total))
+            self.loss_plot.set_total(progress.total)
+        loss = detail.get("loss")
+        step = detail.get("step", progress.done)
+        if isinstance(loss, int | float) and isinstance(step, int):
+            self.loss_plot.add_point(step, float(loss))
+            self.loss_plot.show()
+        text = self.progress_text(progress)
+        self.status_label.setText(f"{text}\n{PAUSING}" if self._pausing else text)
+        self.status_label.show()
+        preview = detail.get("preview")
+        if preview is not None:
+            self.show_preview(pil_to_qimage(preview), step, detail.get("preview_path"))
+        checkpoint = detail.get("checkpoint_path")
+        if checkpoint:
+            self.show_checkpoint(str(checkpoint))
+
+    def show_preview(self, image: QImage | None, step: int | None, path: str | None = None) -> None:
+        self.preview.set_image(image)
+        self.preview_label.setText(f"Preview · step {step}" if step is not None else "Preview")
+        self.preview_label.setToolTip(path or "")
+        self.preview_label.setVisible(image is not None)
+
+    def show_checkpoint(self, path: str | None) -> None:
+        if not path:
+            self.checkpoint_label.clear()
+            self.checkpoint_label.hide()
+            return
+        self.checkpoint_label.setText(f"Last checkpoint: {path}")
+        self.checkpoint_label.setToolTip(path)
+        self.checkpoint_label.show()
+
+    def show_history(
+        self, points: Sequence[tuple[int, float]], total: int | None, step: int | None = None
+    ) -> None:
+        """A run's loss log (a run selected in the list, or the run a job resumes)."""
+        self.loss_plot.set_points(points)
+        self.loss_plot.set_total(total)
+        self.loss_plot.setVisible(bool(points))
+        self._fit_progress(True)
+        if total:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(min(step or 0, total))
+            self.progress_bar.show()
+
+    def job_finished(self, status: str, message: str = "") -> None:
+        """status: "done", "paused", "canceled" or "failed" (``message`` says more)."""
+        self._busy = self._pausing = False
+        titles = {"done": "Done", "paused": "Paused", "canceled": "Canceled", "failed": "Failed"}
+        title = titles.get(status, status.capitalize())
+        if self.progress_bar.maximum() == 0:
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(1 if status == "done" else 0)
+        elif status == "done":
+            self.progress_bar.setValue(self.progress_bar.maximum())
+        self.status_label.setStyleSheet(ERROR_STYLE if status == "failed" else "")
+        self.status_label.setText(f"{title}: {message}" if message else f"{title}.")
+        self.status_label.show()
+        self._update_buttons()
+
+    def status_text(self) -> str:
+        return self.status_label.text()
+
+    def progress_text(self, progress: Progress) -> str:
+        """The status line, ``Step 40/150 · loss 0.1234 · lr 0.002 · 1.8 it/s · ETA 01:05``, or
+        the job's message while it loads the model and encodes the images."""
+        detail = progress.detail
+        loss = detail.get("loss")
+        if not isinstance(loss, int | float):
+            return progress.message or (
+                f"{progress.done}/{progress.total}" if progress.total else ""
+            )
+        parts = [
+            f"Step {progress.done}/{progress.total}" if progress.total else f"Step {progress.done}"
+        ]
+        parts.append(f"loss {loss:.4f}" if math.isfinite(loss) else f"loss {loss}")
+        rate = detail.get("learning_rate")
+        if isinstance(rate, int | float):
+            parts.append(f"lr {rate:.3g}")
+        speed = detail.get("it_per_s")
+        eta = progress.eta_s
+        if isinstance(speed, int | float) and speed > 0:
+            # A1111 switches to seconds per iteration when it is slower than 1 it/s.
+            parts.append(f"{speed:.1f} it/s" if speed >= 1 else f"{1 / speed:.1f} s/it")
+            if progress.total:
+                # The job's own speed: elapsed time includes loading the model, and a resumed
+                # run starts at its saved step.
+                eta = max(0, progress.total - progress.done) / speed
+        if progress.total:
+            parts.append(f"ETA {format_eta(eta)}")
+        return " · ".join(parts)
+
+    # -- small internals ----------------------------------------------------------------------
+
+    def _pick_template_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load template file", "", "Templates (*.txt);;All files (*)"
+        )
+        if path:
+            self.load_template_file(path)
+
+    @staticmethod
+    def _seed(edit: QLineEdit) -> int:
+        text = edit.text().strip()
+        if text in ("", "-"):
+            return -1
+        try:
+            return int(text)
+        except ValueError:
+            raise TrainSettingsError(
+                [f"seed must be -1 (random) or a whole number, not {text!r}"]
+            ) from None
+
+    @staticmethod
+    def _set_combo_text(combo: _ComboBox, text: str) -> None:
+        index = combo.findText(text)
+        combo.setCurrentIndex(max(0, index))
+
+    def _schedule_type(self) -> str | None:
+        text = self.preview_schedule_combo.currentText()
+        return None if text in ("", AUTOMATIC) else text
+
+    def _set_preview_sampler(self, sampler: str, schedule_type: str | None) -> None:
+        index = self.preview_sampler_combo.findText(sampler, Qt.MatchFlag.MatchFixedString)
+        self.preview_sampler_combo.setCurrentIndex(max(0, index))
+        self._update_schedule_choices()
+        index = self.preview_schedule_combo.findText(
+            schedule_type or AUTOMATIC, Qt.MatchFlag.MatchFixedString
+        )
+        self.preview_schedule_combo.setCurrentIndex(max(0, index))
+
+    def _update_schedule_choices(self) -> None:
+        # Only the schedule types the engine can run with this sampler.
+        current = self.preview_schedule_combo.currentText() or AUTOMATIC
+        try:
+            choices = schedule_types_for(self.preview_sampler_combo.currentText())
+        except ValueError:
+            choices = [AUTOMATIC]
+        blocked = self.preview_schedule_combo.blockSignals(True)
+        try:
+            self.preview_schedule_combo.clear()
+            self.preview_schedule_combo.addItems(choices)
+            index = self.preview_schedule_combo.findText(current)
+            self.preview_schedule_combo.setCurrentIndex(max(0, index))
+        finally:
+            self.preview_schedule_combo.blockSignals(blocked)
+
+    def preview_image(self) -> QImage | None:
+        return self.preview.image()

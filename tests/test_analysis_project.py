@@ -120,3 +120,29 @@ def test_analyze_and_similar_commands(project: Project, capsys) -> None:
     assert main(["similar", str(project.root), "--to", str(by_name["a"]["id"]), "--json"]) == 0
     ranked = json.loads(capsys.readouterr().out)
     assert ranked[0]["id"] == by_name["a"]["id"] and ranked[0]["similarity"] == 1.0
+
+
+def test_a_canceled_analysis_keeps_the_batches_it_finished(project: Project) -> None:
+    from charstudio.analysis.detection import FaceDetector
+    from charstudio.jobs import CancelToken
+
+    token = CancelToken()
+    job = analyze_project(
+        project, recognizer=None, detector=FaceDetector(batch_size=2), cancel=token
+    )
+    for event in job:
+        if event.done:
+            token.cancel()  # as the queue does: the job stops at its next batch
+    assert len(load_analyses(project.catalog)) == 2
+    assert len(stale_image_ids(project.catalog, want_embeddings=False)) == 3
+
+
+def test_faint_detections_do_not_keep_an_image_stale(project: Project) -> None:
+    from charstudio.analysis.project import save_analyses
+    from charstudio.analysis.results import Face, FaceAnalysis
+
+    record = project.catalog.image(ids_by_name(project)["d"])
+    faint = Face((1, 1, 20, 20), 0.75, (), 0.01, 0.07)
+    save_analyses(project.catalog, [(record.id, FaceAnalysis(record.sha256, 256, 256, (faint,)))])
+    stale = stale_image_ids(project.catalog, want_embeddings=True)
+    assert record.id not in stale and len(stale) == 4

@@ -210,5 +210,7 @@ def analyze_images(
                 report.add(analysis, item)
             done += len(loaded)
             faces = sum(len(a.confident_faces(EMBED_MIN_CONFIDENCE)) for a in analyses)
-            yield clock(done, loaded[-1].path.name, faces=faces)
+            # The batch's results travel with the event, so the caller can cache them at once
+            # and a canceled or crashed job keeps what it finished.
+            yield clock(done, loaded[-1].path.name, faces=faces, results=list(analyses))
     return report

@@ -108,14 +108,26 @@ def load_analyses(
 def stale_image_ids(catalog: Catalog, *, want_embeddings: bool) -> list[int]:
     """Images with no current analysis: never analyzed, the file changed since, made by an
     older analysis, or (when a recognizer is available now) analyzed without one."""
+    from charstudio.analysis.pipeline import EMBED_MIN_CONFIDENCE
+
     query = (
-        "SELECT i.id FROM images i LEFT JOIN analyses a ON a.image_id = i.id "
-        "WHERE a.image_id IS NULL OR a.sha256 != i.sha256 OR a.version != ?"
+        "SELECT i.id, a.image_id IS NULL OR a.sha256 != i.sha256 OR a.version != ?, a.result "
+        "FROM images i LEFT JOIN analyses a ON a.image_id = i.id "
+        "WHERE a.image_id IS NULL OR a.sha256 != i.sha256 OR a.version != ? "
+        "OR (? AND a.faces > 0 AND a.embedding IS NULL) ORDER BY i.id"
     )
-    if want_embeddings:
-        query += " OR (a.faces > 0 AND a.embedding IS NULL)"
     with catalog.transaction() as conn:
-        return [row[0] for row in conn.execute(query + " ORDER BY i.id", (ANALYSIS_VERSION,))]
+        rows = conn.execute(query, (ANALYSIS_VERSION, ANALYSIS_VERSION, want_embeddings))
+        rows = rows.fetchall()
+    stale = []
+    for image_id, outdated, result in rows:
+        # Without an embedding only a face confident enough to embed makes it stale: faint
+        # detections never get one, and must not be analyzed again and again.
+        if outdated or FaceAnalysis.from_json(json.loads(result)).confident_faces(
+            EMBED_MIN_CONFIDENCE
+        ):
+            stale.append(image_id)
+    return stale
 
 
 # -- the job -----------------------------------------------------------------------------------
@@ -163,20 +175,21 @@ def analyze_project(
         items, detector=detector or FaceDetector(), recognizer=recognizer, cancel=cancel
     )
     saved: set[str] = set()
+
+    def save(analyses: Iterable[FaceAnalysis]) -> None:
+        fresh = [a for a in analyses if a.sha256 not in saved]
+        save_analyses(catalog, [(i, a) for a in fresh for i in ids_by_sha.get(a.sha256, [])])
+        saved.update(a.sha256 for a in fresh)
+
     while True:
         try:
             event = next(job)
         except StopIteration as stop:
             report = stop.value
             break
+        save(event.detail.pop("results", ()))  # cached batch by batch: cancel keeps them
         yield event
-    fresh = [
-        (image_id, analysis)
-        for sha256, analysis in report.results.items()
-        if sha256 not in saved
-        for image_id in ids_by_sha.get(sha256, [])
-    ]
-    save_analyses(catalog, fresh)
+    save(report.results.values())
     result = report.to_json()
     result["failed"] = [*missing, *result["failed"]]
     result["embeddings"] = usable

@@ -11,13 +11,34 @@ from charstudio.catalog.records import COLORS, REJECT_REASONS
 
 VIEWS = ("all", "unreviewed", "picked", "rejected", "training")
 SORTS = {"time": "i.added_at", "seed": "i.seed", "stars": "d.stars", "name": "i.path"}
+# Sorts the face analysis computes after the query (see charstudio.analysis.view); the SQL
+# part of the filter then returns images by time.
+LOOKALIKE_SORT = "look-alike"
+SORT_KEYS = (*SORTS, LOOKALIKE_SORT)
+# Face filters, answered from the analysis cache after the query: any image, any culling
+# flag, one flag (the names of charstudio.analysis.flags.ALL_FLAGS), or analyzed and clean.
+FACE_FILTERS = (
+    "any",
+    "flagged",
+    "no-face",
+    "several-faces",
+    "cut-off",
+    "small-face",
+    "blurry-face",
+    "unflagged",
+)
 
 
 @dataclass(frozen=True)
 class ImageFilter:
     """What the grid shows: a view (all/unreviewed/picked/rejected, optionally one reject
     reason, or the newest training set), minimum stars, a colour label, sweep axis values,
-    prompt text, and a sort."""
+    prompt text, and a sort.
+
+    ``face`` (one of :data:`FACE_FILTERS`), ``identity`` (1-based number of an identity group)
+    and the ``look-alike`` sort come from the face analysis, so :meth:`sql` ignores them and
+    :mod:`charstudio.analysis.view` applies them to the query's result.
+    """
 
     view: str = "all"
     reject_reason: str | None = None
@@ -27,6 +48,8 @@ class ImageFilter:
     text: str = ""
     sort: str = "time"
     descending: bool = False
+    face: str = "any"
+    identity: int | None = None
 
     def __post_init__(self) -> None:
         if self.view not in VIEWS:
@@ -35,8 +58,12 @@ class ImageFilter:
             raise ValueError(f"unknown reject reason {self.reject_reason!r}")
         if self.color is not None and self.color not in COLORS:
             raise ValueError(f"unknown colour label {self.color!r}")
-        if self.sort not in SORTS:
-            raise ValueError(f"unknown sort {self.sort!r}; expected one of {', '.join(SORTS)}")
+        if self.sort not in SORT_KEYS:
+            raise ValueError(f"unknown sort {self.sort!r}; expected one of {', '.join(SORT_KEYS)}")
+        if self.face not in FACE_FILTERS:
+            raise ValueError(f"unknown face filter {self.face!r}")
+        if self.identity is not None and (not isinstance(self.identity, int) or self.identity < 1):
+            raise ValueError(f"an identity group is numbered from 1, not {self.identity!r}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,6 +74,15 @@ class ImageFilter:
         if not isinstance(value, dict):
             return cls()
         known = {k: v for k, v in value.items() if k in cls.__dataclass_fields__}
+        try:
+            return cls(**known)
+        except (TypeError, ValueError):
+            pass
+        # An analysis field that no longer fits should not cost the rest of the filter.
+        for key in ("face", "identity"):
+            known.pop(key, None)
+        if known.get("sort") not in SORTS:
+            known.pop("sort", None)
         try:
             return cls(**known)
         except (TypeError, ValueError):
@@ -82,8 +118,8 @@ class ImageFilter:
             where.append("(i.prompt LIKE ? ESCAPE '\\' OR i.path LIKE ? ESCAPE '\\')")
             pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             args += [pattern, pattern]
-        direction = "DESC" if self.descending else "ASC"
-        order = f"{SORTS[self.sort]} {direction}, i.id {direction}"
+        direction = "DESC" if self.descending and self.sort in SORTS else "ASC"
+        order = f"{SORTS.get(self.sort, SORTS['time'])} {direction}, i.id {direction}"
         query = "SELECT i.id FROM images i JOIN decisions d ON d.image_id = i.id"
         if where:
             query += " WHERE " + " AND ".join(where)

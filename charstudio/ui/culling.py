@@ -47,6 +47,8 @@ NAVIGATION_KEYS: list[tuple[str, str]] = [
     ("Wheel / drag", "Loupe/survey: zoom at the cursor / pan (Shift unlinks panes)"),
     ("I", "Loupe/survey: cycle the info overlay"),
     ("Ctrl + wheel", "Grid: thumbnail size"),
+    ("S", "Grid: expand/collapse the focused image's stack of near-duplicates"),
+    ("Ctrl+Shift+S", "Sort by similarity (look-alike) to the selected images"),
     ("Ctrl+Z / Ctrl+Shift+Z", "Undo / redo any decision (unlimited, kept on disk)"),
     ("?", "This cheat sheet"),
 ]

@@ -2,15 +2,18 @@
 
 Rejected images are dimmed; a pick shows a white flag, a reject a red cross with its reason;
 stars sit at the bottom and the colour label is a strip along the bottom edge, as in
-Lightroom's grid.
+Lightroom's grid. The face analysis adds rounded labels for its culling flags at the bottom
+right ("2 faces", "cut off", …) and, at the top right, a near-duplicate stack's count (a
+collapsed stack) or its member's place (an expanded one).
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPointF, QRect, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen, QPixmap
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
+from charstudio.analysis.view import StackCell
 from charstudio.catalog import Decision
 
 LABEL_COLORS = {
@@ -27,7 +30,12 @@ REASON_TEXT = {
     "not-best": "not best",
 }
 DecisionRole = Qt.UserRole + 2
+FaceFlagsRole = Qt.UserRole + 4  # tuple of flag names (charstudio.analysis.flags)
+FaceBadgesRole = Qt.UserRole + 5  # list of short labels for those flags
+StackRole = Qt.UserRole + 6  # StackCell, or None outside a shown stack
 MARGIN = 6
+FLAG_FILL = QColor(150, 30, 110, 215)
+STACK_COLOR = QColor(235, 175, 60)
 
 
 def draw_flag(painter: QPainter, at: QPointF, size: float) -> None:
@@ -95,6 +103,69 @@ def draw_decision(painter: QPainter, rect: QRect, decision: Decision) -> None:
         painter.fillRect(strip, LABEL_COLORS[decision.color])
 
 
+def _badge_font(painter: QPainter, rect: QRect) -> QFont:
+    font = QFont(painter.font())
+    # 10 px on a 96-px cell, 13 px from 200 px on: readable without covering the face.
+    font.setPixelSize(int(max(10, min(13, rect.width() / 15))))
+    return font
+
+
+def draw_face_badges(painter: QPainter, rect: QRect, texts: list[str], bottom: float) -> None:
+    """Rounded labels stacked upwards from the bottom right corner, the lowest at ``bottom``."""
+    if not texts:
+        return
+    font = _badge_font(painter, rect)
+    painter.setFont(font)
+    metrics = QFontMetricsF(font)
+    height = metrics.height() + 2
+    y = bottom - height
+    for text in reversed(texts):
+        width = metrics.horizontalAdvance(text) + 10
+        pill = QRectF(rect.right() - MARGIN - width, y, width, height)
+        painter.setPen(Qt.NoPen)
+        painter.setBrush(FLAG_FILL)
+        painter.drawRoundedRect(pill, height / 2, height / 2)
+        painter.setPen(QColor(255, 240, 250))
+        painter.drawText(pill, Qt.AlignCenter, text)
+        y -= height + 2
+
+
+def _cards(painter: QPainter, at: QPointF, size: float, color: QColor) -> None:
+    """Two offset cards: the stack symbol."""
+    painter.setBrush(Qt.NoBrush)
+    painter.setPen(QPen(color, 1.2))
+    painter.drawRect(QRectF(at.x() + size * 0.3, at.y(), size * 0.7, size * 0.7))
+    painter.setBrush(color)
+    painter.drawRect(QRectF(at.x(), at.y() + size * 0.3, size * 0.7, size * 0.7))
+
+
+def draw_stack_badge(painter: QPainter, rect: QRect, cell: StackCell, top: float) -> None:
+    """A collapsed stack's top: a filled badge with the number of images in it. An expanded
+    stack: the top's badge is outlined and says "1/N", the other members get a thin strip
+    along the top edge and a small "k/N"."""
+    font = _badge_font(painter, rect)
+    if not cell.is_top:
+        font.setPixelSize(max(9, font.pixelSize() - 2))
+        painter.fillRect(QRectF(rect.left(), rect.top(), rect.width(), 3), STACK_COLOR)
+    painter.setFont(font)
+    metrics = QFontMetricsF(font)
+    height = metrics.height() + 2
+    text = str(cell.size) if not cell.expanded else f"{cell.position}/{cell.size}"
+    icon = height * 0.6 if cell.is_top else 0.0
+    width = metrics.horizontalAdvance(text) + 10 + (icon + 3 if icon else 0)
+    badge = QRectF(rect.right() - MARGIN - width, top, width, height)
+    filled = cell.is_top and not cell.expanded
+    painter.setPen(QPen(STACK_COLOR, 1.5))
+    painter.setBrush(STACK_COLOR if filled else QColor(0, 0, 0, 170))
+    painter.drawRoundedRect(badge, 4, 4)
+    ink = QColor(30, 25, 10) if filled else STACK_COLOR
+    if icon:
+        _cards(painter, QPointF(badge.left() + 5, badge.center().y() - icon / 2), icon, ink)
+    painter.setPen(ink)
+    text_rect = badge.adjusted(icon + 3 if icon else 0, 0, 0, 0)
+    painter.drawText(text_rect, Qt.AlignCenter, text)
+
+
 class GridDelegate(QStyledItemDelegate):
     def __init__(self, cell: int, parent: object = None) -> None:
         super().__init__(parent)
@@ -144,6 +215,7 @@ class GridDelegate(QStyledItemDelegate):
             if decision.flag == "reject":  # dim rejects, as Lightroom does
                 painter.fillRect(target, QColor(0, 0, 0, 150))
         draw_decision(painter, rect, decision)
+        self._paint_analysis(painter, rect, index, decision)
         if option.state & QStyle.State_HasFocus or selected:
             pen = QPen(
                 QColor(240, 240, 240)
@@ -155,3 +227,31 @@ class GridDelegate(QStyledItemDelegate):
             painter.setBrush(Qt.NoBrush)
             painter.drawRect(rect.adjusted(1, 1, -1, -1))
         painter.restore()
+
+    def _paint_analysis(
+        self,
+        painter: QPainter,
+        rect: QRect,
+        index: QModelIndex | QPersistentModelIndex,
+        decision: Decision,
+    ) -> None:
+        badge = max(14.0, min(26.0, rect.width() / 9))  # the decision badges' size
+        texts: list[str] = index.data(FaceBadgesRole) or []
+        bottom = rect.bottom() - MARGIN - 4  # above the colour label strip
+        if decision.stars and rect.width() < 220:
+            bottom -= badge  # a narrow cell: keep clear of the stars
+        draw_face_badges(painter, rect, texts, bottom)
+        cell: StackCell | None = index.data(StackRole)
+        if cell is None:
+            return
+        top = rect.top() + MARGIN
+        if decision.reject_reason:
+            # The reason's text runs right from the reject badge: go below it when it would
+            # reach the stack badge.
+            font = QFont(painter.font())
+            font.setPixelSize(int(badge * 0.7))
+            reason = REASON_TEXT.get(decision.reject_reason, decision.reject_reason)
+            end = rect.left() + MARGIN + badge + 4 + QFontMetricsF(font).horizontalAdvance(reason)
+            if end > rect.right() - MARGIN - 3 * badge:
+                top += badge + 2
+        draw_stack_badge(painter, rect, cell, top)

@@ -1,9 +1,13 @@
-"""The thumbnail grid: a list model over the filtered images and its icon-mode view."""
+"""The thumbnail grid: a list model over the filtered images and its icon-mode view.
+
+The rows are the catalog's answer to the filter's SQL part, arranged by
+:func:`charstudio.analysis.view.arrange` (face filter, identity group, look-alike order,
+near-duplicate stacks collapsed to their best image)."""
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from PySide6.QtCore import (
@@ -17,9 +21,18 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor, QImage, QPainter, QPaintEvent, QPixmap, QWheelEvent
 from PySide6.QtWidgets import QListView, QWidget
 
+from charstudio.analysis import view
+from charstudio.analysis.clustering import DEFAULT_IDENTITY_DISTANCE
+from charstudio.analysis.view import AnalysisIndex, GridArrangement
 from charstudio.catalog import Decision, ImageRecord, Project
-from charstudio.catalog.queries import ImageFilter
-from charstudio.ui.grid_delegate import DecisionRole, GridDelegate
+from charstudio.catalog.queries import LOOKALIKE_SORT, ImageFilter
+from charstudio.ui.grid_delegate import (
+    DecisionRole,
+    FaceBadgesRole,
+    FaceFlagsRole,
+    GridDelegate,
+    StackRole,
+)
 from charstudio.ui.thumbnails import ThumbnailLoader
 
 RecordRole = Qt.UserRole + 1
@@ -52,6 +65,16 @@ class ImageGridModel(QAbstractListModel):
         self._records: dict[int, ImageRecord] = {}
         self._decisions: dict[int, Decision] = {}
         self._pixmaps: dict[int, QPixmap] = {}
+        # The face analysis and how the grid uses it (see charstudio.analysis.view).
+        self._analysis = AnalysisIndex.empty()
+        self._arrangement = GridArrangement([])
+        self._expanded: set[int] = set()  # keys of the expanded stacks
+        self.collapse_stacks = True
+        self.identity_distance = DEFAULT_IDENTITY_DISTANCE
+        # Look-alike references chosen with "Sort by Similarity to Selection"; None: the
+        # picks, else whatever ``selection`` returns when the filter is applied.
+        self.lookalike_refs: list[int] | None = None
+        self.selection: Callable[[], list[int]] = list
         self._loader = ThumbnailLoader(self)
         self._loader.loaded.connect(self._on_loaded)
         self._placeholder = _placeholder(64)
@@ -72,14 +95,60 @@ class ImageGridModel(QAbstractListModel):
         self._loader.clear()
         self._loader.wait()
 
+    @property
+    def analysis(self) -> AnalysisIndex:
+        return self._analysis
+
     def set_project(self, project: Project | None, image_filter: ImageFilter | None = None) -> None:
         self._loader.clear()
         self._project = project
         self._pixmaps.clear()
+        self._expanded.clear()
+        self.lookalike_refs = None
+        if project is None:
+            self._analysis = AnalysisIndex.empty()
         self._filter = image_filter or ImageFilter()
         self.reload()
 
+    def set_analysis(self, index: AnalysisIndex, *, apply: bool = True) -> None:
+        """Use a freshly loaded analysis (``apply``: re-arrange the rows now)."""
+        self._analysis = index
+        if apply:
+            self._apply_filter()
+
+    def set_collapse_stacks(self, collapse: bool) -> None:
+        self.collapse_stacks = collapse
+        self._apply_filter()
+
+    def set_identity_distance(self, distance: float) -> None:
+        self.identity_distance = distance
+        if self._filter.identity is not None:
+            self._apply_filter()
+
+    def sort_by_similarity(self, reference_ids: list[int], image_filter: ImageFilter) -> None:
+        """Order by likeness to ``reference_ids`` (kept until the sort changes)."""
+        self.lookalike_refs = list(reference_ids)
+        self.set_filter(image_filter)
+
+    def toggle_stack(self, image_id: int) -> int | None:
+        """Expand or collapse the stack shown at ``image_id``; returns the image to focus
+        (None: it is in no stack)."""
+        expanded, focus = self._arrangement.toggle(image_id, self._expanded)
+        if focus is None:
+            return None
+        self._expanded = expanded
+        self._apply_filter()
+        return focus
+
+    def stack_cell(self, image_id: int) -> view.StackCell | None:
+        return self._arrangement.cells.get(image_id)
+
+    def picks(self) -> list[int]:
+        return [i for i, d in self._decisions.items() if d.flag == "pick"]
+
     def set_filter(self, image_filter: ImageFilter) -> None:
+        if image_filter.sort != LOOKALIKE_SORT:
+            self.lookalike_refs = None
         self._filter = image_filter
         self._apply_filter()
 
@@ -94,10 +163,34 @@ class ImageGridModel(QAbstractListModel):
         gc.freeze()
         self._apply_filter()
 
+    def _lookalike_references(self) -> list[int] | None:
+        if self._filter.sort != LOOKALIKE_SORT:
+            return None
+        if self.lookalike_refs is not None:
+            return self.lookalike_refs
+        return view.lookalike_references(self._analysis, self.picks(), self.selection())
+
     def _apply_filter(self) -> None:
-        self.beginResetModel()
         project = self._project
-        self._ids = project.catalog.filtered_ids(self._filter) if project else []
+        refs = self._lookalike_references() if project else None  # reads the old selection
+        self.beginResetModel()
+        if project is None:
+            self._arrangement = GridArrangement([])
+        else:
+            f = self._filter
+            self._arrangement = view.arrange(
+                project.catalog.filtered_ids(f),
+                self._analysis,
+                self._decisions,
+                face=f.face,
+                identity=f.identity,
+                identity_distance=self.identity_distance,
+                lookalike_refs=refs,
+                descending=f.descending,
+                collapse=self.collapse_stacks,
+                expanded=self._expanded,
+            )
+        self._ids = self._arrangement.ids
         self._row_of = {image_id: row for row, image_id in enumerate(self._ids)}
         self.endResetModel()
 
@@ -149,15 +242,32 @@ class ImageGridModel(QAbstractListModel):
             return image_id
         if role == RecordRole:
             return self._records[image_id]
+        if role == FaceFlagsRole:
+            return self._analysis.flags.get(image_id, ())
+        if role == FaceBadgesRole:
+            flags = self._analysis.flags.get(image_id, ())
+            return view.badge_texts(flags, self._analysis.faces.get(image_id, 0))
+        if role == StackRole:
+            return self._arrangement.cells.get(image_id)
         if role == Qt.ToolTipRole:
-            record = self._records[image_id]
-            lines = [record.path]
-            if record.prompt:
-                lines.append(record.prompt[:300])
-            if record.seed is not None:
-                lines.append(f"Seed: {record.seed}")
-            return "\n".join(lines)
+            return self._tooltip(image_id)
         return None
+
+    def _tooltip(self, image_id: int) -> str:
+        record = self._records[image_id]
+        lines = [record.path]
+        if record.prompt:
+            lines.append(record.prompt[:300])
+        if record.seed is not None:
+            lines.append(f"Seed: {record.seed}")
+        flags = self._analysis.flags.get(image_id)
+        if flags:
+            lines.append("Face: " + ", ".join(view.FACE_FILTER_LABELS[f] for f in flags))
+        cell = self._arrangement.cells.get(image_id)
+        if cell is not None:
+            state = "S collapses" if cell.expanded else "S expands"
+            lines.append(f"Stack of {cell.size} near-duplicates ({state})")
+        return "\n".join(lines)
 
     def _on_loaded(self, image_id: int, image: QImage) -> None:
         self._pixmaps[image_id] = QPixmap.fromImage(image) if not image.isNull() else self._missing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 
+from PySide6.QtCore import QUrl, Signal
 from PySide6.QtWidgets import QTextBrowser, QVBoxLayout, QWidget
 
 from charstudio.catalog import Decision, ImageRecord
@@ -15,11 +16,17 @@ def _row(label: str, value: object) -> str:
     return f"<tr><td style='color:#999;padding-right:8px'>{label}</td><td>{html.escape(str(value))}</td></tr>"  # noqa: E501
 
 
+WEIGHTS_LINK = "charstudio:face-weights"
+
+
 class InfoPanel(QWidget):
+    weightsRequested = Signal()  # the "get the weights" link of the Face section
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.text = QTextBrowser()
         self.text.setOpenLinks(False)
+        self.text.anchorClicked.connect(self._link)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.text)
@@ -32,7 +39,11 @@ class InfoPanel(QWidget):
         history: list[dict] | None = None,
         file_path: str = "",
         missing: bool = False,
+        face: list[tuple[str, str]] | None = None,
+        weights_link: bool = False,
     ) -> None:
+        """``face``: (label, value) lines from the face analysis; ``weights_link`` adds a
+        link to get the recognizer's weights (the look-alike score needs them)."""
         if record is None:
             self.text.setHtml("<p style='color:#999'>No image selected.</p>")
             return
@@ -65,6 +76,14 @@ class InfoPanel(QWidget):
             parts.append(
                 f"<h4>Decision</h4><p>{state} · {stars} · {decision.color or 'no label'}</p>"
             )
+        if face:
+            rows = "".join(_row(label, value) for label, value in face)
+            link = (
+                f"<p><a href='{WEIGHTS_LINK}'>Get the face recognition weights…</a></p>"
+                if weights_link
+                else ""
+            )
+            parts.append(f"<h4>Face</h4><table>{rows}</table>{link}")
         if history:
             items = "".join(
                 f"<li>{html.escape(h['at'][:19].replace('T', ' '))}: {html.escape(h['label'])}</li>"
@@ -72,3 +91,7 @@ class InfoPanel(QWidget):
             )
             parts.append(f"<h4>History</h4><ul>{items}</ul>")
         self.text.setHtml("".join(parts))
+
+    def _link(self, url: QUrl) -> None:
+        if url.toString() == WEIGHTS_LINK:
+            self.weightsRequested.emit()

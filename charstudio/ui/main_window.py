@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,14 @@ from PySide6.QtWidgets import (
 )
 
 from charstudio import __version__
+from charstudio.analysis import view
+from charstudio.analysis.clustering import DEFAULT_IDENTITY_DISTANCE
+from charstudio.analysis.view import AnalysisIndex
 from charstudio.catalog import CatalogError, ImageRecord, Project
-from charstudio.catalog.queries import ImageFilter
+from charstudio.catalog.queries import LOOKALIKE_SORT, ImageFilter
 from charstudio.jobs import Progress, format_eta
 from charstudio.jobs.queue import QueuedJob
+from charstudio.ui.analysis_controller import AnalysisController
 from charstudio.ui.culling import CULL_KEYS, cheat_sheet_html
 from charstudio.ui.filter_panel import FilterPanel
 from charstudio.ui.generate_controller import GenerateController
@@ -44,6 +49,8 @@ JOB_TITLES = {"import": "Import images", "export": "Export picks"}
 GRID, LOUPE, SURVEY = 0, 1, 2
 FILTER_SETTING = "grid_filter"
 GOAL_SETTING = "goal_picks"
+COLLAPSE_SETTING = "collapse_stacks"
+IDENTITY_SETTING = "identity_distance"
 
 
 class MainWindow(QMainWindow):
@@ -92,8 +99,18 @@ class MainWindow(QMainWindow):
         self.generation = GenerateController(self.generate_panel, self)
         self.generation.imagesAdded.connect(self._images_added)
         self.generation.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        self.analysis = AnalysisController(self)
+        self.analysis.analysisChanged.connect(self._load_analysis)
+        self.analysis.weightsChanged.connect(self._load_analysis)
+        self.analysis.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.filters.weightsRequested.connect(self.show_face_weights)
+        self.filters.identityDistanceChanged.connect(self._identity_distance_changed)
+        self.info.weightsRequested.connect(self.show_face_weights)
+        # "Look-alike" with no picks compares with the selection.
+        self.model.selection = self.selected_ids
 
         self.summary = QLabel()
+        self.statusBar().addPermanentWidget(self.analysis.status)
         self.statusBar().addPermanentWidget(self.summary)
         self._build_actions()
         self._build_toolbar()
@@ -164,6 +181,28 @@ class MainWindow(QMainWindow):
         self.import_folder_action = self._action(
             "Import &Folder…", self.choose_import_folder, "Ctrl+Shift+I"
         )
+        # The face analysis.
+        self.analyze_action = self._action("Analyze Faces", self.analyze_faces)
+        self.analyze_action.setToolTip("Detect faces, flags and near-duplicates of new images")
+        self.reject_flagged_action = self._action(
+            "Reject Flagged as Off-prompt", self.reject_flagged
+        )
+        self.reject_flagged_action.setToolTip(
+            "Reject every unflagged image with a face flag as off-prompt (one undo step)"
+        )
+        self.keep_best_action = self._action("Keep the Best of Each Stack", self.keep_best)
+        self.keep_best_action.setToolTip(
+            "Reject the other images of every near-duplicate stack as not best (one undo step)"
+        )
+        self.similar_action = self._action(
+            "Sort by Similarity to Selection", self.sort_by_similarity, "Ctrl+Shift+S"
+        )
+        self.stack_action = self._action("Expand/Collapse Stack", self.toggle_stack, "S")
+        self.collapse_action = QAction("Collapse Duplicate Stacks", self)
+        self.collapse_action.setCheckable(True)
+        self.collapse_action.setChecked(True)
+        self.collapse_action.toggled.connect(self.set_collapse_stacks)
+        self.weights_action = self._action("Face Recognition Weights…", self.show_face_weights)
 
     def _build_toolbar(self) -> None:
         bar = self.addToolBar("Culling")
@@ -225,6 +264,15 @@ class MainWindow(QMainWindow):
         photo_menu.addSeparator()
         photo_menu.addAction(self.auto_advance)
         photo_menu.addAction(self.use_picks_action)
+        photo_menu.addSeparator()
+        for action in (
+            self.analyze_action,
+            self.reject_flagged_action,
+            self.keep_best_action,
+            self.stack_action,
+            self.similar_action,
+        ):
+            photo_menu.addAction(action)
         view_menu = self.menuBar().addMenu("&View")
         for action in (
             self.grid_action,
@@ -234,9 +282,12 @@ class MainWindow(QMainWindow):
         ):
             view_menu.addAction(action)
         view_menu.addSeparator()
+        view_menu.addAction(self.collapse_action)
+        view_menu.addSeparator()
         view_menu.addAction(self.generate_action)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(self.help_action)
+        help_menu.addAction(self.weights_action)
         help_menu.addAction(self._action("&About charstudio", self.about))
         self._fill_recent_menu()
 
@@ -293,15 +344,30 @@ class MainWindow(QMainWindow):
     def _set_project(self, project: Project) -> None:
         if self.project is not None:
             self.generation.set_project(None, None)  # saves the panel's settings first
+            self.analysis.set_project(None, None)
             self.project.close()
         self.project = project
         self._connect_queue(project.root)
         self.generation.set_project(project, self.queue_worker)
         self.show_grid()
-        image_filter = ImageFilter.from_json(project.catalog.get_setting(FILTER_SETTING))
-        self.filters.set_axes(project.catalog.sweep_axes())
+        catalog = project.catalog
+        collapse = bool(catalog.get_setting(COLLAPSE_SETTING, True))
+        self.collapse_action.blockSignals(True)
+        self.collapse_action.setChecked(collapse)
+        self.collapse_action.blockSignals(False)
+        self.model.collapse_stacks = collapse
+        distance = float(catalog.get_setting(IDENTITY_SETTING, DEFAULT_IDENTITY_DISTANCE))
+        self.model.identity_distance = distance
+        self.filters.set_identity_distance(distance)
+        index = AnalysisIndex.from_catalog(catalog)
+        image_filter = ImageFilter.from_json(catalog.get_setting(FILTER_SETTING))
+        image_filter = self._show_identity_groups(index, image_filter)
+        self.filters.set_axes(catalog.sweep_axes())
         self.filters.set_filter(image_filter)
+        self.model.set_analysis(index, apply=False)
         self.model.set_project(project, image_filter)
+        self._update_lookalike()
+        self.analysis.set_project(project, self.queue_worker)
         self.goal.blockSignals(True)
         self.goal.setValue(int(project.catalog.get_setting(GOAL_SETTING, 0) or 0))
         self.goal.blockSignals(False)
@@ -507,12 +573,24 @@ class MainWindow(QMainWindow):
         record: ImageRecord = self.model.record(image_id)
         self.generate_panel.set_last_seed(record.seed)  # the ♻ button reuses it
         path = self.project.file_path(record.path)
+        index = self.model.analysis
+        score, note = None, ""
+        if index.has_embeddings:
+            scores = index.lookalike_scores(self.model.picks())  # to the picks' centroid
+            score = scores.get(image_id)
+            if score is None:
+                note = "no face to compare" if scores else "pick images to compare with"
+        weights_link = not index.has_embeddings and not self.analysis.recognizer_available()
+        if weights_link:
+            note = "needs the face recognition weights"
         self.info.show_image(
             record,
             self.model.decision(image_id),
             self.project.catalog.decision_history(image_id),
             str(path),
             missing=not path.is_file(),
+            face=view.face_summary(index, image_id, lookalike=score, lookalike_note=note),
+            weights_link=weights_link,
         )
 
     def _goal_changed(self, value: int) -> None:
@@ -527,8 +605,12 @@ class MainWindow(QMainWindow):
             self.import_folder_action,
             self.export_picks_action,
             self.use_picks_action,
+            self.analyze_action,
         ):
             action.setEnabled(has_project)
+        index = self.model.analysis
+        self.reject_flagged_action.setEnabled(has_project and bool(len(index)))
+        self.keep_best_action.setEnabled(has_project and bool(index.stacks))
         if self.project is None:
             self.setWindowTitle("charstudio")
             self.summary.setText("No project open: File > New Project or Open Project")
@@ -671,7 +753,7 @@ class MainWindow(QMainWindow):
         worker.wake()  # jobs left queued or interrupted last time go on now
 
     def _queue_job_started(self, job: QueuedJob) -> None:
-        if self.generation.job_started(job):
+        if self.generation.job_started(job) or self.analysis.job_started(job):
             return
         title = JOB_TITLES.get(job.kind, job.kind)
         dialog = QProgressDialog(f"{title}…", "Cancel", 0, 0, self)
@@ -683,14 +765,17 @@ class MainWindow(QMainWindow):
         self._queue_dialog = dialog
 
     def _queue_job_progress(self, job: QueuedJob, event: Progress) -> None:
-        if self.generation.job_progress(job, event):
+        if self.generation.job_progress(job, event) or self.analysis.job_progress(job, event):
             return
         if self._queue_dialog is not None:
             self._job_progress(self._queue_dialog, JOB_TITLES.get(job.kind, job.kind), event)
 
     def _queue_job_finished(self, job: QueuedJob) -> None:
         if self.generation.job_finished(job):
+            self.analysis.schedule_check()  # the new images
             self._refresh()
+            return
+        if self.analysis.job_finished(job):
             return
         if self._queue_dialog is not None:
             self._queue_dialog.reset()
@@ -703,6 +788,7 @@ class MainWindow(QMainWindow):
             result = json.loads(stored) if stored else {}
             if job.kind == "import":
                 self._import_done(result)
+                self.analysis.schedule_check()
             else:
                 self._export_done(result)
         self._refresh()
@@ -751,6 +837,147 @@ class MainWindow(QMainWindow):
             f"{title}: {event.done} of {event.total or '?'}\n{rate}ETA {format_eta(event.eta_s)}"
         )
 
+    # -- the face analysis -----------------------------------------------------------------
+
+    def analyze_faces(self) -> None:
+        self.analysis.analyze_now()
+
+    def show_face_weights(self) -> None:
+        self.analysis.show_weights_dialog()
+
+    def _show_identity_groups(self, index: AnalysisIndex, image_filter: ImageFilter) -> ImageFilter:
+        """List the identity groups in the library; returns ``image_filter`` without its
+        identity group when that group is gone."""
+        groups = index.identity_groups(self.model.identity_distance)
+        self.filters.set_identity_groups(view.identity_labels(groups))
+        identity = view.valid_identity(image_filter.identity, groups)
+        return (
+            image_filter
+            if identity == image_filter.identity
+            else replace(image_filter, identity=identity)
+        )
+
+    def _update_lookalike(self) -> None:
+        """Look-alike tools on with embeddings; else off, saying why."""
+        index = self.model.analysis
+        recognizer = self.analysis.recognizer_available()
+        message = view.lookalike_status(index, recognizer)
+        self.filters.set_lookalike_available(
+            index.has_embeddings, message, need_weights=bool(message) and not recognizer
+        )
+        self.similar_action.setEnabled(index.has_embeddings)
+        self.similar_action.setStatusTip(message)
+
+    def _load_analysis(self) -> None:
+        """The analysis cache changed (a job finished, the weights arrived): reload it."""
+        if self.project is None:
+            return
+        focused = self.current_id()
+        index = AnalysisIndex.from_catalog(self.project.catalog)
+        image_filter = self._show_identity_groups(index, self.model.image_filter)
+        self.model.set_analysis(index, apply=False)
+        self._apply_view(image_filter, focused)
+        self._update_lookalike()
+
+    def _apply_view(self, image_filter: ImageFilter, focused: int | None) -> None:
+        """Show ``image_filter``'s images again (the arrangement changed), keeping the focus
+        on ``focused`` or on the top of the stack it went into."""
+        self.model.set_filter(image_filter)
+        if self.project is not None:
+            self.project.catalog.set_setting(FILTER_SETTING, image_filter.to_json())
+        self.filters.set_filter(image_filter)
+        if focused is not None and self.model.row_of(focused) is None:
+            index = self.model.analysis
+            stack = index.stack_of(focused) or ()
+            focused = next((i for i in stack if self.model.row_of(i) is not None), None)
+        if focused is not None:
+            self._focus_id(focused)
+        elif self.model.rowCount():
+            self._focus_row(0)
+        self._show_info()
+        self._refresh()
+
+    def _identity_distance_changed(self, distance: float) -> None:
+        if self.project is None:
+            return
+        self.project.catalog.set_setting(IDENTITY_SETTING, distance)
+        self.model.identity_distance = distance
+        image_filter = self._show_identity_groups(self.model.analysis, self.model.image_filter)
+        self._apply_view(image_filter, self.current_id())
+
+    def set_collapse_stacks(self, collapse: bool) -> None:
+        """View > Collapse Duplicate Stacks."""
+        self.model.collapse_stacks = collapse
+        if self.project is not None:
+            self.project.catalog.set_setting(COLLAPSE_SETTING, collapse)
+            self._apply_view(self.model.image_filter, self.current_id())
+
+    def toggle_stack(self) -> None:
+        """S: expand or collapse the focused image's stack (in the grid)."""
+        if self.project is None or self.stack.currentIndex() != GRID:
+            return
+        current = self.current_id()
+        focus = self.model.toggle_stack(current) if current is not None else None
+        if focus is None:
+            self.statusBar().showMessage("The focused image is in no stack of duplicates", 3000)
+            return
+        self._focus_id(focus)
+        self._show_info()
+        self._refresh()
+
+    def sort_by_similarity(self) -> None:
+        """Ctrl+Shift+S: order the grid by likeness to the selected images."""
+        if self.project is None:
+            return
+        embedded = set(self.model.analysis.embeddings.ids)
+        refs = [i for i in self.selected_ids() if i in embedded]
+        if not refs:
+            self.statusBar().showMessage(
+                "None of the selected images has a face embedding to compare with", 6000
+            )
+            return
+        focused = self.current_id()
+        self.model.lookalike_refs = refs
+        image_filter = replace(self.model.image_filter, sort=LOOKALIKE_SORT, descending=False)
+        self._apply_view(image_filter, focused)
+        count = f"{len(refs)} selected image{'s' if len(refs) != 1 else ''}"
+        self.statusBar().showMessage(f"Sorted by similarity to {count}", 6000)
+
+    def reject_flagged(self) -> None:
+        """Photo > Reject Flagged as Off-prompt: one undoable step."""
+        if self.project is None:
+            return
+        ids = view.reject_flagged_ids(self.model.analysis, self.project.catalog.decisions())
+        self._bulk_reject(ids, "Reject flagged as off-prompt", "off-prompt")
+        if ids:
+            self.statusBar().showMessage(
+                f"Rejected {len(ids)} flagged images as off-prompt (Ctrl+Z undoes)", 10000
+            )
+        else:
+            self.statusBar().showMessage("No undecided image has a face flag", 6000)
+
+    def keep_best(self) -> None:
+        """Photo > Keep the Best of Each Stack: one undoable step."""
+        if self.project is None:
+            return
+        index = self.model.analysis
+        ids = view.keep_best_rejects(index, self.project.catalog.decisions())
+        self._bulk_reject(ids, "Keep the best of each stack", "not-best")
+        if ids:
+            self.statusBar().showMessage(
+                f"Kept the best of {len(index.stacks)} stacks: rejected {len(ids)} images as "
+                "not best (Ctrl+Z undoes)",
+                10000,
+            )
+        else:
+            self.statusBar().showMessage("Nothing to reject: every stack is decided", 6000)
+
+    def _bulk_reject(self, ids: list[int], label: str, reason: str) -> None:
+        if not ids or self.project is None:
+            return
+        self.project.catalog.decide(ids, label, flag="reject", reject_reason=reason)
+        self._decisions_changed(ids)
+
     # -- events ----------------------------------------------------------------------------
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
@@ -783,6 +1010,8 @@ class MainWindow(QMainWindow):
         if self.queue_worker is not None:
             self.queue_worker.shutdown()  # a running job goes back in the queue for next time
         self.generation.set_project(None, None)  # saves the Generate panel's settings
+        self.analysis.set_project(None, None)
+        self.analysis.shutdown()
         self.model.shutdown()
         self.model.set_project(None)
         if self.project is not None:

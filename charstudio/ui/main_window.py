@@ -43,6 +43,8 @@ from charstudio.ui.loupe import LoupeItem, LoupeView
 from charstudio.ui.new_project_dialog import NewProjectDialog
 from charstudio.ui.queue_worker import QueueWorker
 from charstudio.ui.survey import SurveyView
+from charstudio.ui.train_controller import TrainController
+from charstudio.ui.train_panel import TrainPanel
 
 MAX_RECENT = 10
 JOB_TITLES = {"import": "Import images", "export": "Export picks"}
@@ -80,11 +82,13 @@ class MainWindow(QMainWindow):
         self.filters = FilterPanel(self)
         self.info = InfoPanel(self)
         self.generate_panel = GeneratePanel(self)
+        self.train_panel = TrainPanel(self)
         self.docks: dict[str, QDockWidget] = {}
         for title, widget, area in (
             ("Library", self.filters, Qt.LeftDockWidgetArea),
             ("Info", self.info, Qt.RightDockWidgetArea),
             ("Generate", self.generate_panel, Qt.RightDockWidgetArea),
+            ("Train", self.train_panel, Qt.RightDockWidgetArea),
         ):
             dock = QDockWidget(title, self)
             dock.setObjectName(title)
@@ -93,12 +97,15 @@ class MainWindow(QMainWindow):
             self.addDockWidget(area, dock)
             self.docks[title] = dock
         self.tabifyDockWidget(self.docks["Info"], self.docks["Generate"])
+        self.tabifyDockWidget(self.docks["Generate"], self.docks["Train"])
         self.docks["Info"].raise_()
         self.info.setMinimumWidth(300)
         self.filters.setMinimumWidth(220)
         self.generation = GenerateController(self.generate_panel, self)
         self.generation.imagesAdded.connect(self._images_added)
         self.generation.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        self.training = TrainController(self.train_panel, self)
+        self.training.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
         self.analysis = AnalysisController(self)
         self.analysis.analysisChanged.connect(self._load_analysis)
         self.analysis.weightsChanged.connect(self._load_analysis)
@@ -167,6 +174,8 @@ class MainWindow(QMainWindow):
         self.export_picks_action = self._action("Export Picks…", self.choose_export)
         self.generate_action = self._action("Generate…", self.show_generate, "Ctrl+G")
         self.generate_action.setToolTip("Open the Generate panel (Ctrl+G)")
+        self.train_action = self._action("Train…", self.show_train, "Ctrl+T")
+        self.train_action.setToolTip("Open the Train panel: an embedding from the picks (Ctrl+T)")
         self.folder_actions = [
             self._action(f"Add {label} Folder…", lambda _=False, k=key: self.add_folder(k))
             for label, key in (
@@ -239,6 +248,7 @@ class MainWindow(QMainWindow):
         bar.addAction(self.export_picks_action)
         bar.addSeparator()
         bar.addAction(self.generate_action)
+        bar.addAction(self.train_action)
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -285,6 +295,7 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.collapse_action)
         view_menu.addSeparator()
         view_menu.addAction(self.generate_action)
+        view_menu.addAction(self.train_action)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(self.help_action)
         help_menu.addAction(self.weights_action)
@@ -344,11 +355,13 @@ class MainWindow(QMainWindow):
     def _set_project(self, project: Project) -> None:
         if self.project is not None:
             self.generation.set_project(None, None)  # saves the panel's settings first
+            self.training.set_project(None, None)
             self.analysis.set_project(None, None)
             self.project.close()
         self.project = project
         self._connect_queue(project.root)
         self.generation.set_project(project, self.queue_worker)
+        self.training.set_project(project, self.queue_worker)
         self.show_grid()
         catalog = project.catalog
         collapse = bool(catalog.get_setting(COLLAPSE_SETTING, True))
@@ -668,6 +681,8 @@ class MainWindow(QMainWindow):
             QMessageBox.information(self, "Training set", "There are no picked images yet.")
             return
         self.project.catalog.create_training_set(f"{len(picks)} picks", picks)
+        self.train_panel.refresh_images()
+        self.show_train()  # the next step of the workflow
         self.statusBar().showMessage(f"Training set: the {len(picks)} picked images", 8000)
 
     def choose_export(self) -> None:
@@ -701,6 +716,11 @@ class MainWindow(QMainWindow):
         dock.raise_()
         self.generate_panel.prompt_edit.setFocus()
 
+    def show_train(self) -> None:
+        dock = self.docks["Train"]
+        dock.show()
+        dock.raise_()
+
     def add_folder(self, setting: str) -> None:
         """Add a folder of checkpoints, LoRAs or embeddings (e.g. an A1111 install's) to the
         folders this project searches besides its own."""
@@ -716,6 +736,7 @@ class MainWindow(QMainWindow):
         if str(folder) not in folders:
             self.project.catalog.set_setting(setting, [*folders, str(folder)])
         self.generation.refresh_choices()
+        self.training.refresh_choices()
         self.statusBar().showMessage(f"Searching {folder} too", 8000)
 
     # -- import ----------------------------------------------------------------------------
@@ -753,7 +774,7 @@ class MainWindow(QMainWindow):
         worker.wake()  # jobs left queued or interrupted last time go on now
 
     def _queue_job_started(self, job: QueuedJob) -> None:
-        if self.generation.job_started(job) or self.analysis.job_started(job):
+        if any(c.job_started(job) for c in (self.generation, self.analysis, self.training)):
             return
         title = JOB_TITLES.get(job.kind, job.kind)
         dialog = QProgressDialog(f"{title}…", "Cancel", 0, 0, self)
@@ -765,7 +786,8 @@ class MainWindow(QMainWindow):
         self._queue_dialog = dialog
 
     def _queue_job_progress(self, job: QueuedJob, event: Progress) -> None:
-        if self.generation.job_progress(job, event) or self.analysis.job_progress(job, event):
+        controllers = (self.generation, self.analysis, self.training)
+        if any(c.job_progress(job, event) for c in controllers):
             return
         if self._queue_dialog is not None:
             self._job_progress(self._queue_dialog, JOB_TITLES.get(job.kind, job.kind), event)
@@ -773,6 +795,10 @@ class MainWindow(QMainWindow):
     def _queue_job_finished(self, job: QueuedJob) -> None:
         if self.generation.job_finished(job):
             self.analysis.schedule_check()  # the new images
+            self._refresh()
+            return
+        if self.training.job_finished(job):
+            self.generation.refresh_choices()
             self._refresh()
             return
         if self.analysis.job_finished(job):
@@ -1010,6 +1036,7 @@ class MainWindow(QMainWindow):
         if self.queue_worker is not None:
             self.queue_worker.shutdown()  # a running job goes back in the queue for next time
         self.generation.set_project(None, None)  # saves the Generate panel's settings
+        self.training.set_project(None, None)  # and the Train panel's
         self.analysis.set_project(None, None)
         self.analysis.shutdown()
         self.model.shutdown()

@@ -504,11 +504,14 @@ def test_a_paused_run_can_be_resumed(controlled, project: Project, model: Path, 
     )
     assert panel.resume_button.isEnabled()
     assert panel.train_button.isEnabled()
+    # The action row's Pause button turns into Resume for the stopped run.
+    assert panel.pause_button.text() == "Resume" and panel.pause_button.isEnabled()
 
-    qtbot.mouseClick(panel.resume_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
     assert worker.submitted[-1] == ("train-ti", {"resume_run_id": run_id})
     assert controller.current_run == run_id
     assert not panel.resume_button.isEnabled()
+    assert panel.pause_button.text() == "Pause"
     assert panel.loss_plot.point_count() == 3  # the resumed run's log goes on from there
 
 

@@ -293,7 +293,7 @@ class TrainController(QObject):
         if status == "failed":
             text = _artist_message(job.error)
         elif status == "paused":
-            text = f"{name} paused{at}; select the run below and Resume to continue"
+            text = f"{name} paused{at}; Resume continues from there"
         elif status == "canceled":
             text = f"{name} canceled{at}; the saved steps are kept"
         else:

@@ -983,6 +983,11 @@ class TrainPanel(QWidget):
         self.trainRequested.emit(self.current_params())
 
     def _pause_clicked(self) -> None:
+        # One button: Pause while a run trains, Resume for a stopped run selected in the list
+        # (the runs list may be scrolled out of sight; the action row never is).
+        if not self._busy:
+            self._resume_clicked()
+            return
         self.pause_button.setEnabled(False)  # one request is enough; the run stops at a step
         self.pauseRequested.emit()
 
@@ -1000,12 +1005,14 @@ class TrainPanel(QWidget):
         has_project = self._project is not None
         self.train_button.setEnabled(has_project and not self._busy and not self._problems)
         self.cancel_button.setEnabled(self._busy)
-        if not self._busy:
-            self.pause_button.setEnabled(False)
         run = self.selected_run()
-        self.resume_button.setEnabled(
-            has_project and not self._busy and run is not None and run.status in RESUMABLE
-        )
+        resumable = has_project and not self._busy and run is not None and run.status in RESUMABLE
+        self.resume_button.setEnabled(resumable)
+        if not self._busy:
+            self.pause_button.setText("Resume")
+            self.pause_button.setEnabled(resumable)
+        else:
+            self.pause_button.setText("Pause")
 
     def reset_progress(self) -> None:
         """An empty progress area: before a new run, or for another project."""

@@ -33,10 +33,13 @@ from charstudio.catalog.queries import LOOKALIKE_SORT, ImageFilter
 from charstudio.jobs import Progress, format_eta
 from charstudio.jobs.queue import QueuedJob
 from charstudio.ui.analysis_controller import AnalysisController
+from charstudio.ui.compare_controller import CompareController
+from charstudio.ui.compare_panel import ComparePanel
 from charstudio.ui.culling import CULL_KEYS, cheat_sheet_html
 from charstudio.ui.filter_panel import FilterPanel
 from charstudio.ui.generate_controller import GenerateController
 from charstudio.ui.generate_panel import GeneratePanel
+from charstudio.ui.grid_viewer import GridViewer
 from charstudio.ui.image_grid import MAX_CELL, MIN_CELL, ImageGridModel, ImageGridView
 from charstudio.ui.info_panel import InfoPanel
 from charstudio.ui.loupe import LoupeItem, LoupeView
@@ -48,7 +51,7 @@ from charstudio.ui.train_panel import TrainPanel
 
 MAX_RECENT = 10
 JOB_TITLES = {"import": "Import images", "export": "Export picks"}
-GRID, LOUPE, SURVEY = 0, 1, 2
+GRID, LOUPE, SURVEY, CHECKPOINTS, CELL = 0, 1, 2, 3, 4
 FILTER_SETTING = "grid_filter"
 GOAL_SETTING = "goal_picks"
 COLLAPSE_SETTING = "collapse_stacks"
@@ -74,8 +77,10 @@ class MainWindow(QMainWindow):
         self.grid.setModel(self.model)
         self.loupe = LoupeView(parent=self)
         self.survey = SurveyView(parent=self)
+        self.grid_viewer = GridViewer(self)  # a training run's checkpoint grid
+        self.cell_loupe = LoupeView(parent=self)  # one grid cell full size (not a catalog image)
         self.stack = QStackedWidget(self)
-        for page in (self.grid, self.loupe, self.survey):
+        for page in (self.grid, self.loupe, self.survey, self.grid_viewer, self.cell_loupe):
             self.stack.addWidget(page)
         self.setCentralWidget(self.stack)
 
@@ -83,12 +88,14 @@ class MainWindow(QMainWindow):
         self.info = InfoPanel(self)
         self.generate_panel = GeneratePanel(self)
         self.train_panel = TrainPanel(self)
+        self.compare_panel = ComparePanel(self)
         self.docks: dict[str, QDockWidget] = {}
         for title, widget, area in (
             ("Library", self.filters, Qt.LeftDockWidgetArea),
             ("Info", self.info, Qt.RightDockWidgetArea),
             ("Generate", self.generate_panel, Qt.RightDockWidgetArea),
             ("Train", self.train_panel, Qt.RightDockWidgetArea),
+            ("Compare", self.compare_panel, Qt.RightDockWidgetArea),
         ):
             dock = QDockWidget(title, self)
             dock.setObjectName(title)
@@ -98,6 +105,7 @@ class MainWindow(QMainWindow):
             self.docks[title] = dock
         self.tabifyDockWidget(self.docks["Info"], self.docks["Generate"])
         self.tabifyDockWidget(self.docks["Generate"], self.docks["Train"])
+        self.tabifyDockWidget(self.docks["Train"], self.docks["Compare"])
         self.docks["Info"].raise_()
         self.info.setMinimumWidth(300)
         self.filters.setMinimumWidth(220)
@@ -106,6 +114,13 @@ class MainWindow(QMainWindow):
         self.generation.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
         self.training = TrainController(self.train_panel, self)
         self.training.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        self.comparing = CompareController(self.compare_panel, self.grid_viewer, self)
+        self.comparing.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        self.comparing.showViewer.connect(self.show_checkpoints)
+        self.training.runFinished.connect(lambda run_id: self.comparing.refresh_runs(run_id))
+        self.grid_viewer.openImage.connect(self._open_cell)
+        self.grid_viewer.closeRequested.connect(self.show_grid)
+        self.cell_loupe.closeRequested.connect(self.show_checkpoints)
         self.analysis = AnalysisController(self)
         self.analysis.analysisChanged.connect(self._load_analysis)
         self.analysis.weightsChanged.connect(self._load_analysis)
@@ -176,6 +191,12 @@ class MainWindow(QMainWindow):
         self.generate_action.setToolTip("Open the Generate panel (Ctrl+G)")
         self.train_action = self._action("Train…", self.show_train, "Ctrl+T")
         self.train_action.setToolTip("Open the Train panel: an embedding from the picks (Ctrl+T)")
+        self.compare_checkpoints_action = self._action(
+            "Compare Checkpoints…", self.show_compare, "Ctrl+K"
+        )
+        self.compare_checkpoints_action.setToolTip(
+            "Compare a training run's steps in a grid and export the best (Ctrl+K)"
+        )
         self.folder_actions = [
             self._action(f"Add {label} Folder…", lambda _=False, k=key: self.add_folder(k))
             for label, key in (
@@ -249,6 +270,7 @@ class MainWindow(QMainWindow):
         bar.addSeparator()
         bar.addAction(self.generate_action)
         bar.addAction(self.train_action)
+        bar.addAction(self.compare_checkpoints_action)
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -296,6 +318,7 @@ class MainWindow(QMainWindow):
         view_menu.addSeparator()
         view_menu.addAction(self.generate_action)
         view_menu.addAction(self.train_action)
+        view_menu.addAction(self.compare_checkpoints_action)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(self.help_action)
         help_menu.addAction(self.weights_action)
@@ -356,12 +379,14 @@ class MainWindow(QMainWindow):
         if self.project is not None:
             self.generation.set_project(None, None)  # saves the panel's settings first
             self.training.set_project(None, None)
+            self.comparing.set_project(None, None)
             self.analysis.set_project(None, None)
             self.project.close()
         self.project = project
         self._connect_queue(project.root)
         self.generation.set_project(project, self.queue_worker)
         self.training.set_project(project, self.queue_worker)
+        self.comparing.set_project(project, self.queue_worker)
         self.show_grid()
         catalog = project.catalog
         collapse = bool(catalog.get_setting(COLLAPSE_SETTING, True))
@@ -395,6 +420,8 @@ class MainWindow(QMainWindow):
     # -- focus and selection ---------------------------------------------------------------
 
     def current_id(self) -> int | None:
+        if self.stack.currentIndex() in (CHECKPOINTS, CELL):
+            return None  # grid cells are not catalog images: culling keys do nothing there
         if self.stack.currentIndex() == LOUPE:
             return self.loupe.current_key()
         if self.stack.currentIndex() == SURVEY:
@@ -716,6 +743,23 @@ class MainWindow(QMainWindow):
         dock.raise_()
         self.generate_panel.prompt_edit.setFocus()
 
+    def show_checkpoints(self) -> None:
+        """The checkpoint grid viewer in the centre (a grid started, reopened, or Esc from a
+        cell)."""
+        self.stack.setCurrentIndex(CHECKPOINTS)
+        self.grid_viewer.setFocus()
+
+    def _open_cell(self, path: str) -> None:
+        items, current = self.grid_viewer.loupe_items()
+        self.cell_loupe.set_items(items, current)
+        self.stack.setCurrentIndex(CELL)
+        self.cell_loupe.setFocus()
+
+    def show_compare(self) -> None:
+        dock = self.docks["Compare"]
+        dock.show()
+        dock.raise_()
+
     def show_train(self) -> None:
         dock = self.docks["Train"]
         dock.show()
@@ -737,6 +781,7 @@ class MainWindow(QMainWindow):
             self.project.catalog.set_setting(setting, [*folders, str(folder)])
         self.generation.refresh_choices()
         self.training.refresh_choices()
+        self.comparing.refresh()
         self.statusBar().showMessage(f"Searching {folder} too", 8000)
 
     # -- import ----------------------------------------------------------------------------
@@ -774,7 +819,8 @@ class MainWindow(QMainWindow):
         worker.wake()  # jobs left queued or interrupted last time go on now
 
     def _queue_job_started(self, job: QueuedJob) -> None:
-        if any(c.job_started(job) for c in (self.generation, self.analysis, self.training)):
+        controllers = (self.generation, self.analysis, self.training, self.comparing)
+        if any(c.job_started(job) for c in controllers):
             return
         title = JOB_TITLES.get(job.kind, job.kind)
         dialog = QProgressDialog(f"{title}…", "Cancel", 0, 0, self)
@@ -786,7 +832,7 @@ class MainWindow(QMainWindow):
         self._queue_dialog = dialog
 
     def _queue_job_progress(self, job: QueuedJob, event: Progress) -> None:
-        controllers = (self.generation, self.analysis, self.training)
+        controllers = (self.generation, self.analysis, self.training, self.comparing)
         if any(c.job_progress(job, event) for c in controllers):
             return
         if self._queue_dialog is not None:
@@ -801,7 +847,7 @@ class MainWindow(QMainWindow):
             self.generation.refresh_choices()
             self._refresh()
             return
-        if self.analysis.job_finished(job):
+        if self.analysis.job_finished(job) or self.comparing.job_finished(job):
             return
         if self._queue_dialog is not None:
             self._queue_dialog.reset()
@@ -1037,6 +1083,7 @@ class MainWindow(QMainWindow):
             self.queue_worker.shutdown()  # a running job goes back in the queue for next time
         self.generation.set_project(None, None)  # saves the Generate panel's settings
         self.training.set_project(None, None)  # and the Train panel's
+        self.comparing.set_project(None, None)
         self.analysis.set_project(None, None)
         self.analysis.shutdown()
         self.model.shutdown()

@@ -1,0 +1,775 @@
+"""The Compare panel (a dock): set up a checkpoint grid of a training run (workflow step 4).
+
+X = the run's saved steps (``NAME-20`` … ``NAME-140``), Y = a batch of seeds from one fixed
+seed, optionally Z = other base checkpoints (at 512×768, as the workflow checks a step across
+models). The panel only collects settings into a :class:`GridSpec` and lists the run's earlier
+grids; the controller queues the "grid" job and opens grids in the viewer.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import QRegularExpression, Qt, Signal
+from PySide6.QtGui import QRegularExpressionValidator
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMenu,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from charstudio.catalog import Project
+from charstudio.engine.samplers import schedule_types_for
+from charstudio.engine.sweeps import SAMPLER_NAMES, model_display_name
+from charstudio.jobs import Progress, format_eta
+from charstudio.training.checkpoint_grid import GridSpec, parse_steps
+from charstudio.ui.generate_panel import (
+    MUTED_STYLE,
+    _ComboBox,
+    _DoubleSpinBox,
+    _error_label,
+    _SizeSpinBox,
+    _SpinBox,
+)
+from charstudio.ui.grid_viewer import GridRecord
+
+__all__ = ["SETTING_KEY", "ComparePanel", "RunChoice", "steps_preset"]
+
+SETTING_KEY = "compare.grid"  # project setting: the panel's last settings (not run or steps)
+AUTOMATIC = "Automatic"
+CROSS_MODEL_SIZE = (512, 768)  # workflow step 4: "check it across several checkpoints at 512×768"
+_STORED = (
+    "seed",
+    "batch",
+    "prompt",
+    "negative_prompt",
+    "sampler",
+    "schedule_type",
+    "sampling_steps",
+    "cfg_scale",
+    "width",
+    "height",
+)
+
+
+@dataclass(frozen=True)
+class RunChoice:
+    """A training run as the panel offers it."""
+
+    id: int
+    name: str
+    status: str
+    steps: tuple[int, ...]  # the steps with a saved checkpoint
+    model: str | None  # the base checkpoint it was trained on
+
+    def label(self) -> str:
+        saved = f"{len(self.steps)} steps saved" if self.steps else "no saved steps"
+        return f"{self.name} · run {self.id} · {saved}"
+
+
+def steps_text(steps: Sequence[int]) -> str:
+    """Steps as the steps field takes them: ``20:140:20`` for an even range, else a list."""
+    steps = sorted(steps)
+    if len(steps) >= 3:
+        every = steps[1] - steps[0]
+        if every > 0 and all(b - a == every for a, b in itertools.pairwise(steps)):
+            return f"{steps[0]}:{steps[-1]}:{every}"
+    return ", ".join(str(s) for s in steps)
+
+
+def describe_steps(steps: Sequence[int], limit: int = 10) -> str:
+    """Short words for a run's saved steps: ``1–150`` when every step was saved."""
+    if not steps:
+        return "none"
+    steps = sorted(steps)
+    if steps == list(range(steps[0], steps[-1] + 1)) and len(steps) > 2:
+        return f"{steps[0]}–{steps[-1]}"
+    text = steps_text(steps)
+    if ":" in text:
+        first, last, every = text.split(":")
+        return f"{first}–{last} every {every}"
+    shown = ", ".join(str(s) for s in steps[:limit])
+    return shown + (f" … {steps[-1]}" if len(steps) > limit else "")
+
+
+def steps_preset(saved: Sequence[int], every: int = 20) -> list[int]:
+    """The workflow's first grid: every ``every`` steps among the saved ones (NAME-20, NAME-40
+    …); a run that saved fewer steps than that compares all it has."""
+    chosen = [s for s in sorted(saved) if s % every == 0]
+    return chosen if len(chosen) >= 2 else sorted(saved)
+
+
+class ComparePanel(QWidget):
+    """Run, steps, seeds, prompt, sampling and base checkpoints of a grid; its progress; the
+    run's earlier grids."""
+
+    gridRequested = Signal(object)  # GridSpec, checked
+    cancelRequested = Signal()
+    runChanged = Signal(int)  # the selected run's id, -1 for none
+    openGridRequested = Signal(int)  # a grid id from the list of earlier grids
+    refreshRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._project: Project | None = None
+        self._runs: list[RunChoice] = []
+        self._loading = False
+        self._job_id = -1
+        self._size_for_models = False  # the size was switched to 512×768 for the Z models
+
+        self.hint_label = QLabel("Open a project with a training run to compare its steps.")
+        self.hint_label.setWordWrap(True)
+        self.hint_label.setStyleSheet(MUTED_STYLE)
+
+        content = QWidget()
+        content_layout = QVBoxLayout(content)
+        content_layout.setContentsMargins(4, 4, 4, 4)
+        content_layout.addWidget(self._build_run_box())
+        content_layout.addWidget(self._build_axes_box())
+        content_layout.addWidget(self._build_prompt_box())
+        content_layout.addWidget(self._build_sampling_box())
+        content_layout.addWidget(self._build_models_box())
+        content_layout.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidget(content)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+        self._actions = self._build_actions()
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(self.scroll)
+        self.splitter.addWidget(self._actions)
+        self.splitter.setStretchFactor(0, 4)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setChildrenCollapsible(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.hint_label)
+        layout.addWidget(self.splitter, 1)
+        self.setMinimumWidth(300)
+        self._connect_changes()
+        self.set_values(GridSpec(run_id=0, steps=()))
+        self.set_project(None)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def _build_run_box(self) -> QGroupBox:
+        self.run_combo = _ComboBox()
+        self.run_combo.setToolTip("The training run whose saved steps are compared")
+        self.refresh_button = QToolButton()
+        self.refresh_button.setText("⟳")
+        self.refresh_button.setToolTip("Look for new runs, saved steps and checkpoints")
+        self.run_label = QLabel()
+        self.run_label.setWordWrap(True)
+        self.run_label.setStyleSheet(MUTED_STYLE)
+        self.run_label.setTextFormat(Qt.TextFormat.PlainText)
+        box = QGroupBox("Training run")
+        layout = QVBoxLayout(box)
+        row = QHBoxLayout()
+        row.addWidget(self.run_combo, 1)
+        row.addWidget(self.refresh_button)
+        layout.addLayout(row)
+        layout.addWidget(self.run_label)
+        self.run_combo.currentIndexChanged.connect(self._run_changed)
+        self.refresh_button.clicked.connect(self.refreshRequested)
+        return box
+
+    def _build_axes_box(self) -> QGroupBox:
+        self.steps_edit = QLineEdit()
+        self.steps_edit.setPlaceholderText("20:140:20")
+        self.steps_edit.setToolTip(
+            "Steps to compare (columns): START:END:EVERY such as 20:140:20, or a list 40, 45, 50"
+        )
+        self.steps_edit.setClearButtonEnabled(True)
+        self.preset_button = QToolButton()
+        self.preset_button.setText("Presets")
+        self.preset_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.preset_button)
+        for every in (20, 10, 5):
+            menu.addAction(
+                f"Every {every} steps", lambda _=False, n=every: self.apply_steps_preset(n)
+            )
+        menu.addAction("All saved steps", lambda: self.apply_steps_preset(1))
+        self.preset_button.setMenu(menu)
+        self.seed_edit = QLineEdit()
+        self.seed_edit.setValidator(
+            QRegularExpressionValidator(QRegularExpression(r"\d{1,19}"), self.seed_edit)
+        )
+        self.seed_edit.setToolTip("The first seed; the rows use seed, seed+1, … (a fixed seed)")
+        self.batch_spin = _SpinBox()
+        self.batch_spin.setRange(1, 16)
+        self.batch_spin.setToolTip("Images per step (rows), made as one batch")
+        self.axes_label = QLabel()
+        self.axes_label.setWordWrap(True)
+        self.axes_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.axes_label.setStyleSheet(MUTED_STYLE)
+        self.axes_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        box = QGroupBox("Grid")
+        form = QFormLayout(box)
+        row = QHBoxLayout()
+        row.addWidget(self.steps_edit, 1)
+        row.addWidget(self.preset_button)
+        form.addRow("Steps (X)", row)
+        row = QHBoxLayout()
+        row.addWidget(self.seed_edit, 1)
+        row.addWidget(QLabel("×"))
+        row.addWidget(self.batch_spin)
+        form.addRow("Seed (Y)", row)
+        form.addRow(self.axes_label)
+        return box
+
+    def _prompt_edit(self, lines: int, placeholder: str) -> QPlainTextEdit:
+        edit = QPlainTextEdit()
+        edit.setPlaceholderText(placeholder)
+        edit.setTabChangesFocus(True)
+        edit.setFixedHeight(edit.fontMetrics().lineSpacing() * lines + 12)
+        return edit
+
+    def _build_prompt_box(self) -> QGroupBox:
+        self.prompt_edit = self._prompt_edit(3, "Prompt with [name]")
+        self.prompt_edit.setToolTip("[name] becomes NAME-STEP in each column")
+        self.negative_edit = self._prompt_edit(2, "Negative prompt (the workflow uses none)")
+        box = QGroupBox("Prompt")
+        layout = QVBoxLayout(box)
+        note = QLabel("[name] becomes each column's NAME-STEP")
+        note.setStyleSheet(MUTED_STYLE)
+        layout.addWidget(self.prompt_edit)
+        layout.addWidget(note)
+        layout.addWidget(self.negative_edit)
+        return box
+
+    def _build_sampling_box(self) -> QGroupBox:
+        self.sampler_combo = _ComboBox()
+        self.sampler_combo.addItems(SAMPLER_NAMES)
+        self.schedule_combo = _ComboBox()
+        self.schedule_combo.setToolTip("Schedule type (Automatic: the sampler's default)")
+        self.steps_spin = _SpinBox()
+        self.steps_spin.setRange(1, 150)
+        self.steps_spin.setToolTip("Sampling steps")
+        self.cfg_spin = _DoubleSpinBox()
+        self.cfg_spin.setRange(1.0, 30.0)
+        self.cfg_spin.setSingleStep(0.5)
+        self.cfg_spin.setDecimals(1)
+        self.width_spin = _SizeSpinBox()
+        self.height_spin = _SizeSpinBox()
+        box = QGroupBox("Sampling")
+        form = QFormLayout(box)
+        row = QHBoxLayout()
+        row.addWidget(self.sampler_combo, 3)
+        row.addWidget(self.schedule_combo, 2)
+        form.addRow("Sampler", row)
+        row = QHBoxLayout()
+        row.addWidget(self.steps_spin, 1)
+        row.addWidget(QLabel("CFG"))
+        row.addWidget(self.cfg_spin, 1)
+        form.addRow("Steps", row)
+        row = QHBoxLayout()
+        row.addWidget(self.width_spin, 1)
+        row.addWidget(QLabel("×"))
+        row.addWidget(self.height_spin, 1)
+        form.addRow("Size", row)
+        self.sampler_combo.currentTextChanged.connect(self._update_schedule_choices)
+        return box
+
+    def _build_models_box(self) -> QGroupBox:
+        self.run_model_label = QLabel()
+        self.run_model_label.setWordWrap(True)
+        self.run_model_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.run_model_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.models_list = QListWidget()
+        self.models_list.setToolTip(
+            "Check other checkpoints to see each step on them too (Z: one grid per model)"
+        )
+        self.models_list.setMaximumHeight(110)
+        self.no_models_label = QLabel(
+            "No other checkpoints in the model folders (File > Model Folders adds some)."
+        )
+        self.no_models_label.setWordWrap(True)
+        self.no_models_label.setStyleSheet(MUTED_STYLE)
+        note = QLabel("Checking other models switches the size to 512×768, as the workflow does.")
+        note.setWordWrap(True)
+        note.setStyleSheet(MUTED_STYLE)
+        box = QGroupBox("Base checkpoints (Z)")
+        layout = QVBoxLayout(box)
+        layout.addWidget(self.run_model_label)
+        layout.addWidget(self.models_list)
+        layout.addWidget(self.no_models_label)
+        layout.addWidget(note)
+        self.models_list.itemChanged.connect(self._models_changed)
+        return box
+
+    def _build_actions(self) -> QWidget:
+        self.problem_label = _error_label()
+        self.make_button = QPushButton("Make grid")
+        self.make_button.setDefault(True)
+        self.make_button.setMinimumHeight(32)
+        self.make_button.setToolTip("Queue the grid job; cells appear in the viewer as they come")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setFormat("%p%")
+        self.progress_bar.hide()
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status_label.setMinimumWidth(1)
+        self.status_label.hide()
+        self.grids_list = QListWidget()
+        self.grids_list.setToolTip("Earlier grids of this run: double-click to open")
+        self.grids_list.setMinimumHeight(60)
+        self.grids_list.setWordWrap(True)
+        self.grids_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.open_button = QPushButton("Open grid")
+        self.open_button.setEnabled(False)
+
+        actions = QWidget()
+        layout = QVBoxLayout(actions)
+        layout.setContentsMargins(6, 2, 6, 6)
+        layout.addWidget(self.problem_label)
+        row = QHBoxLayout()
+        row.addWidget(self.make_button, 1)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        title = QHBoxLayout()
+        title.addWidget(QLabel("Grids of this run"))
+        title.addStretch(1)
+        title.addWidget(self.open_button)
+        layout.addLayout(title)
+        layout.addWidget(self.grids_list, 1)
+
+        self.make_button.clicked.connect(self.make_grid)
+        self.cancel_button.clicked.connect(self.cancelRequested)
+        self.open_button.clicked.connect(self._open_selected)
+        # Activation is a double-click (or Enter) on most platforms.
+        self.grids_list.itemActivated.connect(lambda _item: self._open_selected())
+        self.grids_list.currentRowChanged.connect(lambda row: self.open_button.setEnabled(row >= 0))
+        return actions
+
+    def _connect_changes(self) -> None:
+        for line in (self.steps_edit, self.seed_edit):
+            line.textChanged.connect(self._changed)
+        for edit in (self.prompt_edit, self.negative_edit):
+            edit.textChanged.connect(self._changed)
+        for spin in (self.batch_spin, self.steps_spin, self.cfg_spin):
+            spin.valueChanged.connect(self._changed)
+        for spin in (self.width_spin, self.height_spin):
+            spin.valueChanged.connect(self._size_edited)
+
+    # -- the controller's API ----------------------------------------------------------------
+
+    def set_project(self, project: Project | None) -> None:
+        """Show ``project``'s last grid settings; None before a project closes."""
+        self._project = project
+        self.scroll.setEnabled(project is not None)
+        self._actions.setEnabled(project is not None)
+        self.hint_label.setVisible(project is None)
+        if project is None:
+            self.set_runs([])
+            self.set_grids([])
+            return
+        try:
+            stored = project.catalog.get_setting(SETTING_KEY)
+        except ValueError:  # a hand-edited catalog
+            stored = None
+        self.set_values(_stored_spec(stored))
+
+    def set_runs(self, runs: Sequence[RunChoice], select: int | None = None) -> None:
+        """The project's training runs (newest first); keeps the selected run if it is still
+        there, else selects ``select`` or the newest."""
+        current = self.selected_run()
+        wanted = select if select is not None else (current.id if current else None)
+        self._runs = list(runs)
+        blocked = self.run_combo.blockSignals(True)
+        try:
+            self.run_combo.clear()
+            for run in self._runs:
+                self.run_combo.addItem(run.label(), run.id)
+            index = self.run_combo.findData(wanted) if wanted is not None else -1
+            self.run_combo.setCurrentIndex(index if index >= 0 else (0 if self._runs else -1))
+        finally:
+            self.run_combo.blockSignals(blocked)
+        if not self._runs:
+            self.run_combo.setPlaceholderText("No training runs yet")
+        changed = (current.id if current else None) != (
+            self.selected_run().id if self.selected_run() else None
+        )
+        self._show_run(reset_steps=changed or not self.steps_edit.text().strip())
+        if changed:
+            run = self.selected_run()
+            self.runChanged.emit(run.id if run else -1)
+
+    def runs(self) -> list[RunChoice]:
+        return list(self._runs)
+
+    def select_run(self, run_id: int) -> None:
+        index = self.run_combo.findData(run_id)
+        if index >= 0:
+            self.run_combo.setCurrentIndex(index)
+
+    def selected_run(self) -> RunChoice | None:
+        run_id = self.run_combo.currentData()
+        return next((r for r in self._runs if r.id == run_id), None)
+
+    def set_model_choices(self, paths: Sequence[str]) -> None:
+        """Checkpoints for the Z axis (other than the run's own model, always the first)."""
+        checked = set(self.extra_models())
+        blocked = self.models_list.blockSignals(True)
+        try:
+            self.models_list.clear()
+            for path in paths:
+                item = QListWidgetItem(model_display_name(path))
+                item.setData(Qt.ItemDataRole.UserRole, path)
+                item.setToolTip(path)
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+                item.setCheckState(
+                    Qt.CheckState.Checked if path in checked else Qt.CheckState.Unchecked
+                )
+                self.models_list.addItem(item)
+        finally:
+            self.models_list.blockSignals(blocked)
+        self._show_models()
+
+    def set_extra_models(self, paths: Sequence[str]) -> None:
+        wanted = set(paths)
+        for index in range(self.models_list.count()):
+            item = self.models_list.item(index)
+            state = item.data(Qt.ItemDataRole.UserRole) in wanted
+            item.setCheckState(Qt.CheckState.Checked if state else Qt.CheckState.Unchecked)
+
+    def extra_models(self) -> list[str]:
+        found = []
+        for index in range(self.models_list.count()):
+            item = self.models_list.item(index)
+            if item.checkState() == Qt.CheckState.Checked:
+                found.append(str(item.data(Qt.ItemDataRole.UserRole)))
+        return found
+
+    def set_grids(self, grids: Sequence[GridRecord]) -> None:
+        """The selected run's earlier grids (newest first)."""
+        self.grids_list.clear()
+        for grid in grids:
+            item = QListWidgetItem(_grid_line(grid))
+            item.setData(Qt.ItemDataRole.UserRole, grid.id)
+            if grid.spec is not None:
+                item.setToolTip(f"Prompt: {grid.spec.prompt}\nMade {grid.created_at}")
+            self.grids_list.addItem(item)
+        self.open_button.setEnabled(False)
+
+    def grid_ids(self) -> list[int]:
+        return [
+            int(self.grids_list.item(i).data(Qt.ItemDataRole.UserRole))
+            for i in range(self.grids_list.count())
+        ]
+
+    def set_values(self, spec: GridSpec) -> None:
+        """Fill the widgets from ``spec`` (its run and steps only when it names them)."""
+        self._loading = True
+        try:
+            if spec.steps:
+                self.steps_edit.setText(steps_text(spec.steps))
+            self.seed_edit.setText(str(spec.seed))
+            self.batch_spin.setValue(spec.batch)
+            self.prompt_edit.setPlainText(spec.prompt)
+            self.negative_edit.setPlainText(spec.negative_prompt)
+            self.sampler_combo.setCurrentText(spec.sampler)
+            self._update_schedule_choices()
+            index = self.schedule_combo.findText(spec.schedule_type or AUTOMATIC)
+            self.schedule_combo.setCurrentIndex(max(index, 0))
+            self.steps_spin.setValue(spec.sampling_steps)
+            self.cfg_spin.setValue(spec.cfg_scale)
+            self.width_spin.setValue(spec.width)
+            self.height_spin.setValue(spec.height)
+            if spec.models:
+                self.set_extra_models(spec.models[1:])
+        finally:
+            self._loading = False
+        self._changed()
+
+    def current_spec(self) -> GridSpec:
+        """The grid the widgets describe; ValueError saying what to fix."""
+        run = self.selected_run()
+        if run is None:
+            raise ValueError("Choose a training run (train one in the Train panel first)")
+        if not run.steps:
+            raise ValueError(f"Run {run.id} ({run.name}) has no saved steps to compare yet")
+        steps = parse_steps(self.steps_edit.text().strip() or "-")
+        missing = [s for s in steps if s not in run.steps]
+        if missing:
+            raise ValueError(
+                f"No checkpoint for step {', '.join(map(str, missing[:8]))}"
+                f"{' …' if len(missing) > 8 else ''}; {run.name} saved steps "
+                f"{describe_steps(run.steps)}"
+            )
+        seed_text = self.seed_edit.text().strip()
+        if not seed_text:
+            raise ValueError("Give a seed: the same seed in every column is what compares them")
+        prompt = self.prompt_edit.toPlainText().strip()
+        if "[name]" not in prompt:
+            raise ValueError("The prompt needs [name]: it becomes each column's NAME-STEP")
+        for spin in (self.steps_spin, self.cfg_spin, self.width_spin, self.height_spin):
+            spin.interpretText()
+        extra = [m for m in self.extra_models() if m != run.model]
+        models = (run.model or "", *extra) if extra else ()
+        return GridSpec(
+            run_id=run.id,
+            steps=tuple(steps),
+            seed=int(seed_text),
+            batch=self.batch_spin.value(),
+            prompt=prompt,
+            negative_prompt=self.negative_edit.toPlainText().strip(),
+            sampler=self.sampler_combo.currentText(),
+            schedule_type=self._schedule_type(),
+            sampling_steps=self.steps_spin.value(),
+            cfg_scale=self.cfg_spin.value(),
+            width=self.width_spin.value(),
+            height=self.height_spin.value(),
+            models=tuple(models),
+        )
+
+    def apply_steps_preset(self, every: int) -> None:
+        run = self.selected_run()
+        if run is None or not run.steps:
+            return
+        steps = steps_preset(run.steps, every) if every > 1 else list(run.steps)
+        self.steps_edit.setText(steps_text(steps))
+
+    def show_problems(self, problems: Sequence[str]) -> None:
+        text = "\n".join(p for p in problems if p)
+        self.problem_label.setText(text)
+        self.problem_label.setVisible(bool(text))
+
+    def job_queued(self, job_id: int) -> None:
+        self._job_id = job_id
+        self.cancel_button.setEnabled(True)
+        self.progress_bar.setRange(0, 0)
+        self.progress_bar.show()
+        self._status(f"Grid job {job_id} queued…")
+
+    def job_started(self, job_id: int) -> None:
+        self._job_id = job_id
+        self.cancel_button.setEnabled(True)
+        self.progress_bar.setRange(0, 0)
+        self.progress_bar.show()
+        self._status(f"Grid job {job_id}: loading the model…")
+
+    def show_progress(self, progress: Progress) -> None:
+        if progress.total:
+            self.progress_bar.setRange(0, progress.total)
+            self.progress_bar.setValue(min(progress.done, progress.total))
+        parts = [progress.message] if progress.message else []
+        if progress.total:
+            parts.append(f"ETA {format_eta(progress.eta_s)}")
+        self._status(" · ".join(parts))
+
+    def job_finished(self, status: str, message: str = "") -> None:
+        self._job_id = -1
+        self.cancel_button.setEnabled(False)
+        if status == "done":
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(1)
+        else:
+            self.progress_bar.hide()
+        titles = {"done": "Done", "canceled": "Canceled", "failed": "Failed"}
+        title = titles.get(status, status.capitalize())
+        self._status(f"{title}: {message}" if message else f"{title}.", error=status == "failed")
+
+    def is_busy(self) -> bool:
+        return self._job_id >= 0
+
+    def status_text(self) -> str:
+        return self.status_label.text()
+
+    def save_settings(self) -> None:
+        if self._project is None:
+            return
+        try:
+            spec = self.current_spec()
+        except ValueError:
+            return
+        values = spec.to_json()
+        self._project.catalog.set_setting(SETTING_KEY, {k: values[k] for k in _STORED})
+
+    # -- the artist's actions ----------------------------------------------------------------
+
+    def make_grid(self) -> None:
+        """Check the settings and ask for the grid (no signal when something is wrong)."""
+        if self._project is None:
+            return
+        try:
+            spec = self.current_spec()
+        except ValueError as error:
+            self.show_problems([str(error)])
+            return
+        self.show_problems([])
+        self.save_settings()
+        self.gridRequested.emit(spec)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _status(self, text: str, error: bool = False) -> None:
+        self.status_label.setText(text)
+        self.status_label.setStyleSheet("color: #d9534f;" if error else "")
+        self.status_label.setVisible(bool(text))
+
+    def _open_selected(self) -> None:
+        item = self.grids_list.currentItem()
+        if item is not None:
+            self.openGridRequested.emit(int(item.data(Qt.ItemDataRole.UserRole)))
+
+    def _run_changed(self) -> None:
+        self._show_run(reset_steps=True)
+        run = self.selected_run()
+        self.runChanged.emit(run.id if run else -1)
+
+    def _show_run(self, reset_steps: bool) -> None:
+        run = self.selected_run()
+        if run is None:
+            self.run_label.setText("Train an embedding first (the Train panel).")
+        else:
+            model = model_display_name(run.model) if run.model else "unknown"
+            self.run_label.setText(
+                f"{run.status} · saved steps {describe_steps(run.steps)} · trained on {model}"
+            )
+        if reset_steps and run is not None and run.steps:
+            self.steps_edit.setText(steps_text(steps_preset(run.steps)))
+        self._show_models()
+        self._changed()
+
+    def _show_models(self) -> None:
+        run = self.selected_run()
+        model = model_display_name(run.model) if run and run.model else "the run's model"
+        extra = len(self.extra_models())
+        self.run_model_label.setText(
+            f"{model} (the run's own model)" + (f" + {extra} more" if extra else "")
+        )
+        # The run's own model is always the first Z value: never offered twice.
+        offered = 0
+        for index in range(self.models_list.count()):
+            item = self.models_list.item(index)
+            hidden = run is not None and item.data(Qt.ItemDataRole.UserRole) == run.model
+            item.setHidden(hidden)
+            offered += not hidden
+        self.models_list.setVisible(offered > 0)
+        self.no_models_label.setVisible(offered == 0)
+
+    def _models_changed(self) -> None:
+        if self._loading:
+            return
+        extra = self.extra_models()
+        if extra and not self._size_for_models:
+            self._size_for_models = True
+            self._loading = True
+            try:
+                self.width_spin.setValue(CROSS_MODEL_SIZE[0])
+                self.height_spin.setValue(CROSS_MODEL_SIZE[1])
+            finally:
+                self._loading = False
+        elif not extra:
+            self._size_for_models = False
+        self._show_models()
+        self._changed()
+
+    def _size_edited(self) -> None:
+        if not self._loading:
+            self._size_for_models = bool(self.extra_models())  # the artist's size stays
+        self._changed()
+
+    def _schedule_type(self) -> str | None:
+        text = self.schedule_combo.currentText()
+        return None if text in ("", AUTOMATIC) else text
+
+    def _update_schedule_choices(self) -> None:
+        current = self.schedule_combo.currentText() or AUTOMATIC
+        try:
+            choices = schedule_types_for(self.sampler_combo.currentText())
+        except ValueError:
+            choices = [AUTOMATIC]
+        blocked = self.schedule_combo.blockSignals(True)
+        try:
+            self.schedule_combo.clear()
+            self.schedule_combo.addItems(choices)
+            self.schedule_combo.setCurrentIndex(max(self.schedule_combo.findText(current), 0))
+        finally:
+            self.schedule_combo.blockSignals(blocked)
+
+    def _changed(self) -> None:
+        if self._loading:
+            return
+        self.show_problems([])
+        self.make_button.setEnabled(self.selected_run() is not None)
+        try:
+            spec = self.current_spec()
+        except ValueError as error:
+            self.axes_label.setStyleSheet("color: #d9534f;")
+            self.axes_label.setText(str(error))
+            return
+        self.axes_label.setStyleSheet(MUTED_STYLE)
+        z = max(1, len(spec.models))
+        cells = len(spec.steps) * spec.batch * z
+        grids = f" × {z} models" if z > 1 else ""
+        self.axes_label.setText(
+            f"{len(spec.steps)} steps × {spec.batch} seeds{grids} = {cells} images "
+            f"(seeds {spec.seed}–{spec.seed + spec.batch - 1})"
+        )
+
+
+def _grid_line(grid: GridRecord) -> str:
+    parts = [f"Grid {grid.id}"]
+    spec = grid.spec
+    if spec is not None:
+        parts.append(f"steps {describe_steps(spec.steps, limit=6)}")
+        parts.append(f"{spec.batch} seeds")
+        if len(spec.models) > 1:
+            parts.append(f"{len(spec.models)} models")
+        total = len(spec.steps) * spec.batch * max(1, len(spec.models))
+        if grid.cell_count < total:
+            parts.append(f"{grid.cell_count}/{total} cells")
+    second = [grid.created_at[:16].replace("T", " ")]
+    if grid.chosen_step is not None:
+        second.append(f"chosen step {grid.chosen_step}")
+    return " · ".join(parts) + "\n" + " · ".join(second)
+
+
+def _stored_spec(stored: object) -> GridSpec:
+    """The panel's saved values over the defaults; a value of the wrong type is dropped."""
+    default = GridSpec(run_id=0, steps=())
+    if not isinstance(stored, dict):
+        return default
+    values: dict[str, Any] = default.to_json()
+    for key in _STORED:
+        value = stored.get(key)
+        expected = type(values[key]) if values[key] is not None else str
+        if isinstance(value, bool):
+            continue
+        if key == "schedule_type" and value is None:
+            values[key] = None
+        elif key == "cfg_scale" and isinstance(value, int | float):
+            values[key] = float(value)
+        elif isinstance(value, expected):
+            values[key] = value
+    try:
+        return GridSpec.from_json(values)
+    except (TypeError, ValueError):
+        return default

@@ -581,6 +581,11 @@ class GridViewer(QWidget):
         self.hint_label = QLabel(HINT)
         self.hint_label.setStyleSheet("color: #888;")
         self.hint_label.setWordWrap(True)
+        # Long titles and hints wrap or clip instead of widening the main window past the
+        # screen (the viewer shares it with two docks).
+        for label in (self.title_label, self.detail_label, self.hint_label):
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            label.setMinimumWidth(1)
 
         top = QHBoxLayout()
         titles = QVBoxLayout()

@@ -43,9 +43,9 @@ from charstudio.training import records
 from charstudio.training.checkpoint_grid import GridSpec, refine_steps
 from charstudio.training.export import EXPORT_FOLDERS_SETTING, ExportResult
 from charstudio.ui.compare_panel import ComparePanel, RunChoice
-from charstudio.ui.generate_panel import MUTED_STYLE
 from charstudio.ui.grid_viewer import GridViewer, grid_for_job, list_grids
 from charstudio.ui.queue_worker import QueueWorker
+from charstudio.ui.widgets import MUTED_STYLE
 
 __all__ = ["KIND", "CompareController", "ExportDialog", "embeddings_folder"]
 

@@ -17,7 +17,6 @@ from PySide6.QtCore import QRegularExpression, Qt, Signal
 from PySide6.QtGui import QRegularExpressionValidator
 from PySide6.QtWidgets import (
     QFormLayout,
-    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -28,9 +27,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
-    QSplitter,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -41,15 +38,16 @@ from charstudio.engine.samplers import schedule_types_for
 from charstudio.engine.sweeps import SAMPLER_NAMES, model_display_name
 from charstudio.jobs import Progress, format_eta
 from charstudio.training.checkpoint_grid import GridSpec, parse_steps
-from charstudio.ui.generate_panel import (
-    MUTED_STYLE,
-    _ComboBox,
-    _DoubleSpinBox,
-    _error_label,
-    _SizeSpinBox,
-    _SpinBox,
-)
 from charstudio.ui.grid_viewer import GridRecord
+from charstudio.ui.widgets import (
+    MUTED_STYLE,
+    ComboBox,
+    DoubleSpinBox,
+    SizeSpinBox,
+    SpinBox,
+    dock_panel_layout,
+    error_label,
+)
 
 __all__ = ["SETTING_KEY", "ComparePanel", "RunChoice", "steps_preset"]
 
@@ -135,36 +133,21 @@ class ComparePanel(QWidget):
         self._job_id = -1
         self._size_for_models = False  # the size was switched to 512×768 for the Z models
 
-        self.hint_label = QLabel("Open a project with a training run to compare its steps.")
-        self.hint_label.setWordWrap(True)
-        self.hint_label.setStyleSheet(MUTED_STYLE)
-
-        content = QWidget()
-        content_layout = QVBoxLayout(content)
-        content_layout.setContentsMargins(4, 4, 4, 4)
-        content_layout.addWidget(self._build_run_box())
-        content_layout.addWidget(self._build_axes_box())
-        content_layout.addWidget(self._build_prompt_box())
-        content_layout.addWidget(self._build_sampling_box())
-        content_layout.addWidget(self._build_models_box())
-        content_layout.addStretch(1)
-        self.scroll = QScrollArea()
-        self.scroll.setWidget(content)
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-
+        sections = [  # built before the actions, which read some of them
+            self._build_run_box(),
+            self._build_axes_box(),
+            self._build_prompt_box(),
+            self._build_sampling_box(),
+            self._build_models_box(),
+        ]
         self._actions = self._build_actions()
-        self.splitter = QSplitter(Qt.Orientation.Vertical)
-        self.splitter.addWidget(self.scroll)
-        self.splitter.addWidget(self._actions)
-        self.splitter.setStretchFactor(0, 4)
-        self.splitter.setStretchFactor(1, 1)
-        self.splitter.setChildrenCollapsible(False)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.hint_label)
-        layout.addWidget(self.splitter, 1)
+        self.hint_label, self.scroll, self.splitter = dock_panel_layout(
+            self,
+            "Open a project with a training run to compare its steps.",
+            sections,
+            self._actions,
+            stretch=(4, 1),
+        )
         self.setMinimumWidth(300)
         self._connect_changes()
         self.set_values(GridSpec(run_id=0, steps=()))
@@ -173,7 +156,7 @@ class ComparePanel(QWidget):
     # -- building ---------------------------------------------------------------------------
 
     def _build_run_box(self) -> QGroupBox:
-        self.run_combo = _ComboBox()
+        self.run_combo = ComboBox()
         self.run_combo.setToolTip("The training run whose saved steps are compared")
         self.refresh_button = QToolButton()
         self.refresh_button.setText("⟳")
@@ -215,7 +198,7 @@ class ComparePanel(QWidget):
             QRegularExpressionValidator(QRegularExpression(r"\d{1,19}"), self.seed_edit)
         )
         self.seed_edit.setToolTip("The first seed; the rows use seed, seed+1, … (a fixed seed)")
-        self.batch_spin = _SpinBox()
+        self.batch_spin = SpinBox()
         self.batch_spin.setRange(1, 16)
         self.batch_spin.setToolTip("Images per step (rows), made as one batch")
         self.axes_label = QLabel()
@@ -258,19 +241,19 @@ class ComparePanel(QWidget):
         return box
 
     def _build_sampling_box(self) -> QGroupBox:
-        self.sampler_combo = _ComboBox()
+        self.sampler_combo = ComboBox()
         self.sampler_combo.addItems(SAMPLER_NAMES)
-        self.schedule_combo = _ComboBox()
+        self.schedule_combo = ComboBox()
         self.schedule_combo.setToolTip("Schedule type (Automatic: the sampler's default)")
-        self.steps_spin = _SpinBox()
+        self.steps_spin = SpinBox()
         self.steps_spin.setRange(1, 150)
         self.steps_spin.setToolTip("Sampling steps")
-        self.cfg_spin = _DoubleSpinBox()
+        self.cfg_spin = DoubleSpinBox()
         self.cfg_spin.setRange(1.0, 30.0)
         self.cfg_spin.setSingleStep(0.5)
         self.cfg_spin.setDecimals(1)
-        self.width_spin = _SizeSpinBox()
-        self.height_spin = _SizeSpinBox()
+        self.width_spin = SizeSpinBox()
+        self.height_spin = SizeSpinBox()
         box = QGroupBox("Sampling")
         form = QFormLayout(box)
         row = QHBoxLayout()
@@ -318,7 +301,7 @@ class ComparePanel(QWidget):
         return box
 
     def _build_actions(self) -> QWidget:
-        self.problem_label = _error_label()
+        self.problem_label = error_label()
         self.make_button = QPushButton("Make grid")
         self.make_button.setDefault(True)
         self.make_button.setMinimumHeight(32)

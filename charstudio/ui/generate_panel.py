@@ -10,41 +10,29 @@ engine.sweeps, prompts.token_count), so the panel, the command line and the test
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path, PureWindowsPath
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-from PySide6.QtCore import QEvent, QObject, QPoint, QRect, QRegularExpression, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QRegularExpression, Qt, Signal
 from PySide6.QtGui import (
     QImage,
     QKeyEvent,
-    QPainter,
-    QPaintEvent,
     QRegularExpressionValidator,
-    QValidator,
-    QWheelEvent,
 )
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
-    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMenu,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
     QSpinBox,
-    QSplitter,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -65,16 +53,28 @@ from charstudio.engine.sweeps import (
 )
 from charstudio.jobs import Progress, format_eta
 from charstudio.prompts.token_count import CHUNK_LENGTH, prompt_report
+from charstudio.ui.widgets import (
+    ERROR_STYLE,
+    MUTED_STYLE,
+    ComboBox,
+    DoubleSpinBox,
+    PathCombo,
+    Preview,
+    SizeSpinBox,
+    SpinBox,
+    browse_button,
+    dock_panel_layout,
+    error_label,
+    pil_to_qimage,
+    small_button,
+)
 
 __all__ = ["SETTING_KEY", "GeneratePanel", "pil_to_qimage"]
 
 SETTING_KEY = "generate.request"  # project setting holding GenerateRequest.to_params()
 AUTOMATIC = "Automatic"  # schedule type shown for None (the sampler's own default)
 LETTERS = ("X", "Y", "Z")
-ERROR_STYLE = "color: #d9534f;"
-MUTED_STYLE = "color: #888;"
 PRECISION_CHOICES = (("Automatic", "auto"), ("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32"))
-PREVIEW_SIZE = 256  # preferred size of the live preview; it shrinks with the dock
 EMPTY_COUNTER = f"0/{CHUNK_LENGTH}"
 
 # Planning resolves every cell (Prompt S/R search, seeds); past this many cells the live label
@@ -110,222 +110,6 @@ _SETTING_FIELDS = {f.name for f in dataclasses.fields(GenerationSettings)}
 
 
 # --- small widgets ------------------------------------------------------------------------------
-
-
-class _SpinBox(QSpinBox):
-    """A spin box that lets the wheel scroll the panel unless it has the focus."""
-
-    def wheelEvent(self, event: QWheelEvent) -> None:
-        if self.hasFocus():
-            super().wheelEvent(event)
-        else:
-            event.ignore()
-
-
-class _DoubleSpinBox(QDoubleSpinBox):
-    def wheelEvent(self, event: QWheelEvent) -> None:
-        if self.hasFocus():
-            super().wheelEvent(event)
-        else:
-            event.ignore()
-
-
-class _ComboBox(QComboBox):
-    def wheelEvent(self, event: QWheelEvent) -> None:
-        if self.hasFocus():
-            super().wheelEvent(event)
-        else:
-            event.ignore()
-
-
-class _SizeSpinBox(_SpinBox):
-    """Width/height: SD latents need multiples of 8, so other values are snapped when typed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setRange(64, 2048)
-        self.setSingleStep(8)
-
-    def validate(self, text: str, pos: int) -> object:
-        result = super().validate(text, pos)
-        state = result[0] if isinstance(result, tuple) else result
-        if state == QValidator.State.Acceptable and int(text) % 8:
-            return QValidator.State.Intermediate, text, pos
-        return result
-
-    def fixup(self, text: str) -> str:
-        try:
-            value = round(int(text) / 8) * 8
-        except ValueError:
-            return text
-        return str(min(self.maximum(), max(self.minimum(), value)))
-
-
-def _file_label(path: str) -> str:
-    # PureWindowsPath splits on both / and \, so Windows paths read well everywhere.
-    return PureWindowsPath(path.rstrip("\\/")).name or path
-
-
-class _PathCombo(_ComboBox):
-    """An editable list of model files: file names shown, full paths as item data.
-
-    A path typed or pasted into the box is used as it is. ``none_label`` ("Automatic") is an
-    extra first entry standing for None.
-    """
-
-    def __init__(self, none_label: str | None, placeholder: str) -> None:
-        super().__init__()
-        self._none_label = none_label
-        self.setEditable(True)
-        self.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(12)
-        self.lineEdit().setPlaceholderText(placeholder)
-        self.currentTextChanged.connect(lambda _text: self.setToolTip(self.path() or ""))
-        self.set_choices([])
-
-    def set_choices(self, paths: Iterable[str]) -> None:
-        paths_list = [str(path) for path in paths]
-        current = self.path()
-        blocked = self.blockSignals(True)
-        try:
-            self.clear()
-            if self._none_label is not None:
-                self.addItem(self._none_label, None)
-            for path in paths_list:
-                self._add(path)
-        finally:
-            self.blockSignals(blocked)
-        self.set_path(current)
-
-    def _add(self, path: str) -> int:
-        self.addItem(_file_label(path), path)
-        index = self.count() - 1
-        self.setItemData(index, path, Qt.ItemDataRole.ToolTipRole)
-        return index
-
-    def path(self) -> str | None:
-        text = self.currentText().strip()
-        if not text:
-            return None
-        # Prefer the selected entry: two folders may hold files of the same name.
-        index = self.currentIndex()
-        if index < 0 or self.itemText(index) != text:
-            index = self.findText(text, Qt.MatchFlag.MatchExactly)
-        return self.itemData(index) if index >= 0 else text
-
-    def set_path(self, path: str | None) -> None:
-        if not path:
-            # "Automatic"; for checkpoints, like A1111, the first one when there are any.
-            self.setCurrentIndex(0 if self.count() else -1)
-            if not self.count():
-                self.setEditText("")
-            return
-        index = self.findData(path)
-        if index < 0:
-            index = self._add(path)
-        self.setCurrentIndex(index)
-        self.setEditText(self.itemText(index))
-
-
-def _browse_button(parent: QWidget, combo: _PathCombo, title: str, file_filter: str) -> QToolButton:
-    """The "…" button: a model file on click, a diffusers folder from its menu."""
-
-    def start_folder() -> str:
-        current = combo.path()
-        return str(Path(current).parent) if current else ""
-
-    def pick_file() -> None:
-        path, _ = QFileDialog.getOpenFileName(parent, title, start_folder(), file_filter)
-        if path:
-            combo.set_path(path)
-
-    def pick_folder() -> None:
-        path = QFileDialog.getExistingDirectory(
-            parent, f"{title} (diffusers folder)", start_folder()
-        )
-        if path:
-            combo.set_path(path)
-
-    button = QToolButton(parent)
-    button.setText("…")
-    button.setToolTip(f"{title}: a .safetensors/.ckpt file, or a diffusers folder from the menu")
-    menu = QMenu(button)
-    menu.addAction("File…", pick_file)
-    menu.addAction("Diffusers folder…", pick_folder)
-    button.setMenu(menu)
-    button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
-    button.clicked.connect(pick_file)
-    return button
-
-
-def _small_button(text: str, tooltip: str) -> QToolButton:
-    button = QToolButton()
-    button.setText(text)
-    button.setToolTip(tooltip)
-    return button
-
-
-def _error_label() -> QLabel:
-    label = QLabel()
-    label.setTextFormat(Qt.TextFormat.PlainText)  # messages quote prompts with <lora:...> tags
-    label.setWordWrap(True)
-    label.setStyleSheet(ERROR_STYLE)
-    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    # Long unbreakable words (paths) must not widen the dock.
-    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-    label.setMinimumWidth(1)
-    label.hide()
-    return label
-
-
-class _Preview(QWidget):
-    """The job's live preview, scaled to fit and centred. The engine's preview is 1/8 of the
-    image's size (one pixel per latent), so it is enlarged, smoothly."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._image: QImage | None = None
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-
-    def image(self) -> QImage | None:
-        return self._image
-
-    def set_image(self, image: QImage | None) -> None:
-        self._image = image
-        self.setVisible(image is not None)
-        self.update()
-
-    def sizeHint(self) -> QSize:
-        return QSize(PREVIEW_SIZE, PREVIEW_SIZE)
-
-    def minimumSizeHint(self) -> QSize:
-        return QSize(48, 48)
-
-    def paintEvent(self, event: QPaintEvent) -> None:
-        if self._image is None or self._image.isNull():
-            return
-        size = self._image.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
-        target = QRect(QPoint(0, 0), size)
-        target.moveCenter(self.rect().center())
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-        painter.drawImage(target, self._image)
-        painter.end()
-
-
-def pil_to_qimage(image: Any) -> QImage:
-    """A QImage owning its pixels, from a PIL image (any mode) or a QImage."""
-    if isinstance(image, QImage):
-        return image.copy()
-    rgba = image.convert("RGBA")
-    data = rgba.tobytes("raw", "RGBA")
-    borrowed = QImage(data, rgba.width, rgba.height, rgba.width * 4, QImage.Format.Format_RGBA8888)
-    # The QImage above points into ``data``; the copy owns its pixels and outlives the bytes.
-    return borrowed.copy()
-
-
-# --- stored settings ----------------------------------------------------------------------------
 
 
 def _stored_request(stored: object) -> tuple[GenerateRequest, list[str]]:
@@ -405,37 +189,21 @@ class GeneratePanel(QWidget):
         self._job_id = -1
         self._embeddings: dict[str, int] = {}
 
-        self.hint_label = QLabel("Open or create a project to generate images.")
-        self.hint_label.setWordWrap(True)
-        self.hint_label.setStyleSheet(MUTED_STYLE)
-
-        content = QWidget()
-        content_layout = QVBoxLayout(content)
-        content_layout.setContentsMargins(4, 4, 4, 4)
-        content_layout.addWidget(self._build_model_box())
-        content_layout.addWidget(self._build_prompt_box())
-        content_layout.addWidget(self._build_sampling_box())
-        content_layout.addWidget(self._build_xyz_box())
-        content_layout.addWidget(self._build_engine_box())
-        content_layout.addStretch(1)
-        self.scroll = QScrollArea()
-        self.scroll.setWidget(content)
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-
+        sections = [  # built before the actions, which read some of them
+            self._build_model_box(),
+            self._build_prompt_box(),
+            self._build_sampling_box(),
+            self._build_xyz_box(),
+            self._build_engine_box(),
+        ]
         self._actions = self._build_actions()
-        # The artist trades settings space for preview space with the splitter handle.
-        self.splitter = QSplitter(Qt.Orientation.Vertical)
-        self.splitter.addWidget(self.scroll)
-        self.splitter.addWidget(self._actions)
-        self.splitter.setStretchFactor(0, 3)
-        self.splitter.setStretchFactor(1, 1)
-        self.splitter.setChildrenCollapsible(False)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.hint_label)
-        layout.addWidget(self.splitter, 1)
+        self.hint_label, self.scroll, self.splitter = dock_panel_layout(
+            self,
+            "Open or create a project to generate images.",
+            sections,
+            self._actions,
+            stretch=(3, 1),
+        )
 
         self._connect_changes()
         self.set_request(GenerateRequest(GenerationSettings(prompt="")))
@@ -444,12 +212,12 @@ class GeneratePanel(QWidget):
     # -- building ---------------------------------------------------------------------------
 
     def _build_model_box(self) -> QGroupBox:
-        self.model_combo = _PathCombo(None, "Checkpoint file or folder")
-        self.vae_combo = _PathCombo(AUTOMATIC, "VAE file")
-        self.model_browse = _browse_button(
+        self.model_combo = PathCombo(None, "Checkpoint file or folder")
+        self.vae_combo = PathCombo(AUTOMATIC, "VAE file")
+        self.model_browse = browse_button(
             self, self.model_combo, "Checkpoint", "Checkpoints (*.safetensors *.ckpt)"
         )
-        self.vae_browse = _browse_button(
+        self.vae_browse = browse_button(
             self, self.vae_combo, "VAE", "VAE (*.safetensors *.ckpt *.pt)"
         )
         box = QGroupBox("Model")
@@ -495,7 +263,7 @@ class GeneratePanel(QWidget):
         return box
 
     def _build_sampling_box(self) -> QGroupBox:
-        self.sampler_combo = _ComboBox()
+        self.sampler_combo = ComboBox()
         for name in SAMPLER_NAMES:
             self.sampler_combo.addItem(name)
             notes = resolve_sampler(name).notes
@@ -503,24 +271,24 @@ class GeneratePanel(QWidget):
                 self.sampler_combo.setItemData(
                     self.sampler_combo.count() - 1, notes, Qt.ItemDataRole.ToolTipRole
                 )
-        self.schedule_combo = _ComboBox()
+        self.schedule_combo = ComboBox()
         self.schedule_combo.setToolTip("Schedule type (Automatic: the sampler's default)")
-        self.steps_spin = _SpinBox()
+        self.steps_spin = SpinBox()
         self.steps_spin.setRange(1, 150)
-        self.cfg_spin = _DoubleSpinBox()
+        self.cfg_spin = DoubleSpinBox()
         self.cfg_spin.setRange(1.0, 30.0)
         self.cfg_spin.setSingleStep(0.5)
         self.cfg_spin.setDecimals(1)
-        self.width_spin = _SizeSpinBox()
-        self.height_spin = _SizeSpinBox()
-        self.swap_size_button = _small_button("⇅", "Swap width and height")
-        self.batch_count_spin = _SpinBox()
+        self.width_spin = SizeSpinBox()
+        self.height_spin = SizeSpinBox()
+        self.swap_size_button = small_button("⇅", "Swap width and height")
+        self.batch_count_spin = SpinBox()
         self.batch_count_spin.setRange(1, 100)
         self.batch_count_spin.setToolTip("Batch count: batches made one after the other")
-        self.batch_size_spin = _SpinBox()
+        self.batch_size_spin = SpinBox()
         self.batch_size_spin.setRange(1, 8)
         self.batch_size_spin.setToolTip("Batch size: images made at once (uses more VRAM)")
-        self.clip_skip_spin = _SpinBox()
+        self.clip_skip_spin = SpinBox()
         self.clip_skip_spin.setRange(1, 12)
         self.clip_skip_spin.setToolTip("Clip skip (1 = use the last CLIP layer)")
         self.seed_edit = QLineEdit()
@@ -529,8 +297,8 @@ class GeneratePanel(QWidget):
         )
         self.seed_edit.setPlaceholderText("-1")
         self.seed_edit.setToolTip("Seed; -1 picks a random one")
-        self.random_seed_button = _small_button("🎲", "Random seed (-1)")
-        self.reuse_seed_button = _small_button("♻", "Reuse the last image's seed")
+        self.random_seed_button = small_button("🎲", "Random seed (-1)")
+        self.reuse_seed_button = small_button("♻", "Reuse the last image's seed")
         self.reuse_seed_button.setEnabled(False)
 
         box = QGroupBox("Sampling")
@@ -578,7 +346,7 @@ class GeneratePanel(QWidget):
         grid = QGridLayout(box)
         grid.setColumnStretch(2, 1)
         for row, letter in enumerate(LETTERS):
-            combo = _ComboBox()
+            combo = ComboBox()
             combo.addItems(["", *AXIS_TYPES])
             combo.setToolTip(f"{letter} axis type (empty: no {letter} axis)")
             edit = QLineEdit()
@@ -593,7 +361,7 @@ class GeneratePanel(QWidget):
                 lambda _t, letter=letter: self._axis_type_changed(letter)
             )
             self._axis_type_changed(letter)
-        self.swap_axes_button = _small_button("⇄ X/Y", "Swap the X and Y axes")
+        self.swap_axes_button = small_button("⇄ X/Y", "Swap the X and Y axes")
         self.keep_seeds_check = QCheckBox("Keep -1 for seeds")
         self.keep_seeds_check.setToolTip("Every cell draws its own random seed")
         self.save_grid_check = QCheckBox("Save grid")
@@ -613,7 +381,7 @@ class GeneratePanel(QWidget):
 
     def _build_engine_box(self) -> QGroupBox:
         """How the GPU runs (project setting ``engine``, read when a job starts)."""
-        self.precision_combo = _ComboBox()
+        self.precision_combo = ComboBox()
         for label, value in PRECISION_CHOICES:
             self.precision_combo.addItem(label, value)
         self.precision_combo.setToolTip(
@@ -657,7 +425,7 @@ class GeneratePanel(QWidget):
         self._project.catalog.set_setting(ENGINE_SETTING, self.engine_options().to_json())
 
     def _build_actions(self) -> QWidget:
-        self.problem_label = _error_label()
+        self.problem_label = error_label()
         self.character_sheet_button = QPushButton("Character sheet")
         self.character_sheet_button.setToolTip(
             "The tutorial's 288-image sweep: 3 framings × 3 angles × 8 batches of 4, "
@@ -682,7 +450,7 @@ class GeneratePanel(QWidget):
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.status_label.setMinimumWidth(1)
-        self.preview = _Preview()
+        self.preview = Preview()
         self.preview.hide()
         self.progress_bar.hide()
         self.status_label.hide()

@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QFileDialog,
     QFormLayout,
-    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -34,9 +33,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
-    QSplitter,
     QToolButton,
     QTreeWidget,
     QTreeWidgetItem,
@@ -53,20 +50,21 @@ from charstudio.training.settings import (
     TrainSettingsError,
     TrainTISettings,
 )
-from charstudio.ui.generate_panel import (
+from charstudio.ui.loss_plot import LossPlot
+from charstudio.ui.widgets import (
     ERROR_STYLE,
     MUTED_STYLE,
-    _browse_button,
-    _ComboBox,
-    _DoubleSpinBox,
-    _error_label,
-    _PathCombo,
-    _Preview,
-    _SizeSpinBox,
-    _SpinBox,
+    ComboBox,
+    DoubleSpinBox,
+    PathCombo,
+    Preview,
+    SizeSpinBox,
+    SpinBox,
+    browse_button,
+    dock_panel_layout,
+    error_label,
     pil_to_qimage,
 )
-from charstudio.ui.loss_plot import LossPlot
 
 __all__ = ["RESUMABLE", "SETTING_KEY", "RunRow", "TrainPanel"]
 
@@ -199,36 +197,20 @@ class TrainPanel(QWidget):
         self._check_timer.setInterval(CHECK_DELAY_MS)
         self._check_timer.timeout.connect(self.check_now)
 
-        self.hint_label = QLabel("Open or create a project to train an embedding.")
-        self.hint_label.setWordWrap(True)
-        self.hint_label.setStyleSheet(MUTED_STYLE)
-
-        content = QWidget()
-        layout = QVBoxLayout(content)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(self._build_source_box())
-        layout.addWidget(self._build_embedding_box())
-        layout.addWidget(self._build_advanced())
-        layout.addWidget(self._build_runs_box())
-        layout.addStretch(1)
-        self.scroll = QScrollArea()
-        self.scroll.setWidget(content)
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-
+        sections = [  # built before the actions, which read some of them
+            self._build_source_box(),
+            self._build_embedding_box(),
+            self._build_advanced(),
+            self._build_runs_box(),
+        ]
         self._actions = self._build_actions()
-        # As in the Generate panel, the splitter trades settings space for progress space.
-        self.splitter = QSplitter(Qt.Orientation.Vertical)
-        self.splitter.addWidget(self.scroll)
-        self.splitter.addWidget(self._actions)
-        self.splitter.setStretchFactor(0, 1)
-        self.splitter.setStretchFactor(1, 1)
-        self.splitter.setChildrenCollapsible(False)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(self.hint_label)
-        outer.addWidget(self.splitter, 1)
+        self.hint_label, self.scroll, self.splitter = dock_panel_layout(
+            self,
+            "Open or create a project to train an embedding.",
+            sections,
+            self._actions,
+            stretch=(1, 1),
+        )
 
         self._connect_changes()
         self.set_project(None)
@@ -236,12 +218,12 @@ class TrainPanel(QWidget):
     # -- building ----------------------------------------------------------------------------
 
     def _build_source_box(self) -> QGroupBox:
-        self.model_combo = _PathCombo(None, "Checkpoint file or folder")
+        self.model_combo = PathCombo(None, "Checkpoint file or folder")
         self.model_combo.setToolTip("The model to train on; A1111 trains on base SD 1.5")
-        self.model_browse = _browse_button(
+        self.model_browse = browse_button(
             self, self.model_combo, "Checkpoint", "Checkpoints (*.safetensors *.ckpt)"
         )
-        self.images_combo = _ComboBox()
+        self.images_combo = ComboBox()
         for label, value in IMAGE_CHOICES:
             self.images_combo.addItem(label, value)
         self.images_combo.setToolTip(
@@ -271,7 +253,7 @@ class TrainPanel(QWidget):
         self.init_text_edit.setToolTip(
             "Initialization text: the embedding starts as these words' vectors (e.g. woman)"
         )
-        self.vectors_spin = _SpinBox()
+        self.vectors_spin = SpinBox()
         self.vectors_spin.setRange(1, 75)
         self.vectors_spin.setToolTip("Number of vectors per token (2 in the tutorial)")
         self.learning_rate_edit = QLineEdit()
@@ -279,27 +261,27 @@ class TrainPanel(QWidget):
             "A fixed rate (0.002) or an A1111 schedule: 0.005:100, 1e-3:1000, 1e-5 "
             "(0.005 up to step 100, then 0.001 up to 1000, then 1e-5)"
         )
-        self.batch_size_spin = _SpinBox()
+        self.batch_size_spin = SpinBox()
         self.batch_size_spin.setRange(0, 64)
         self.batch_size_spin.setSpecialValueText("Auto")
         self.batch_size_spin.setToolTip(
             "Images per batch. Auto: the number of images, at most 8. "
             "Batch size × gradient accumulation should equal the number of images."
         )
-        self.accumulation_spin = _SpinBox()
+        self.accumulation_spin = SpinBox()
         self.accumulation_spin.setRange(1, 64)
         self.accumulation_spin.setToolTip(
             "Gradient accumulation steps: batches per step (4 × 2 or 2 × 4 when memory is short)"
         )
-        self.max_steps_spin = _SpinBox()
+        self.max_steps_spin = SpinBox()
         self.max_steps_spin.setRange(1, 1_000_000)
-        self.save_every_spin = _SpinBox()
+        self.save_every_spin = SpinBox()
         self.save_every_spin.setRange(0, 100_000)
         self.save_every_spin.setToolTip(
             "Save a copy of embedding to the run folder every N steps, 0 to disable (the last "
             "step is always saved)"
         )
-        self.preview_every_spin = _SpinBox()
+        self.preview_every_spin = SpinBox()
         self.preview_every_spin.setRange(0, 100_000)
         self.preview_every_spin.setToolTip(
             "Save an image to the run folder every N steps, 0 to disable"
@@ -316,9 +298,9 @@ class TrainPanel(QWidget):
         self.template_button.setToolTip(
             "Read a template file, e.g. from A1111's textual_inversion_templates"
         )
-        self.width_spin = _SizeSpinBox()
-        self.height_spin = _SizeSpinBox()
-        self.latent_sampling_combo = _ComboBox()
+        self.width_spin = SizeSpinBox()
+        self.height_spin = SizeSpinBox()
+        self.latent_sampling_combo = ComboBox()
         self.latent_sampling_combo.addItems(LATENT_SAMPLING_METHODS)
         self.latent_sampling_combo.setToolTip(
             "once: each image is encoded once; deterministic: the VAE's mean; random: a new "
@@ -359,29 +341,29 @@ class TrainPanel(QWidget):
         self.advanced_button.setArrowType(Qt.ArrowType.RightArrow)
         self.advanced_button.setAutoRaise(True)
 
-        self.vae_combo = _PathCombo(AUTOMATIC, "VAE file")
+        self.vae_combo = PathCombo(AUTOMATIC, "VAE file")
         self.vae_combo.setMinimumContentsLength(6)  # fit the narrow field column
-        self.vae_browse = _browse_button(
+        self.vae_browse = browse_button(
             self, self.vae_combo, "VAE", "VAE (*.safetensors *.ckpt *.pt)"
         )
         self.seed_edit = self._seed_edit("Seed of the run's noise and data order; -1: random")
         self.shuffle_tags_check = QCheckBox("Shuffle tags by ',' when creating prompts")
-        self.tag_dropout_spin = _DoubleSpinBox()
+        self.tag_dropout_spin = DoubleSpinBox()
         self.tag_dropout_spin.setRange(0.0, 1.0)
         self.tag_dropout_spin.setSingleStep(0.05)
         self.tag_dropout_spin.setDecimals(2)
         self.tag_dropout_spin.setToolTip("Drop out tags when creating prompts: the chance per tag")
-        self.clip_grad_mode_combo = _ComboBox()
+        self.clip_grad_mode_combo = ComboBox()
         self.clip_grad_mode_combo.addItems(CLIP_GRAD_MODES)
         self.clip_grad_value_edit = QLineEdit()
         self.clip_grad_value_edit.setToolTip(
             "Gradient clipping value, or a schedule like the learning rate"
         )
         self.alpha_weight_check = QCheckBox("Use PNG alpha channel as loss weight")
-        self.clip_skip_spin = _SpinBox()
+        self.clip_skip_spin = SpinBox()
         self.clip_skip_spin.setRange(1, 12)
         self.clip_skip_spin.setToolTip("Clip skip (1 = use the last CLIP layer)")
-        self.precision_combo = _ComboBox()
+        self.precision_combo = ComboBox()
         for label, value in PRECISION_CHOICES:
             self.precision_combo.addItem(label, value)
         self.precision_combo.setToolTip(
@@ -396,13 +378,13 @@ class TrainPanel(QWidget):
         self.preview_seed_edit = self._seed_edit(
             "Preview seed; -1: random, drawn when the run starts"
         )
-        self.preview_sampler_combo = _ComboBox()
+        self.preview_sampler_combo = ComboBox()
         self.preview_sampler_combo.addItems(SAMPLER_NAMES)
-        self.preview_schedule_combo = _ComboBox()
+        self.preview_schedule_combo = ComboBox()
         self.preview_schedule_combo.setToolTip("Schedule type (Automatic: the sampler's default)")
-        self.preview_steps_spin = _SpinBox()
+        self.preview_steps_spin = SpinBox()
         self.preview_steps_spin.setRange(1, 150)
-        self.preview_cfg_spin = _DoubleSpinBox()
+        self.preview_cfg_spin = DoubleSpinBox()
         self.preview_cfg_spin.setRange(1.0, 30.0)
         self.preview_cfg_spin.setSingleStep(0.5)
         self.preview_cfg_spin.setDecimals(1)
@@ -503,8 +485,8 @@ class TrainPanel(QWidget):
         return box
 
     def _build_actions(self) -> QWidget:
-        self.problem_label = _error_label()
-        self.warning_label = _error_label()
+        self.problem_label = error_label()
+        self.warning_label = error_label()
         self.warning_label.setStyleSheet(WARNING_STYLE)
         self.train_button = QPushButton("Train embedding")
         self.train_button.setDefault(True)
@@ -525,7 +507,7 @@ class TrainPanel(QWidget):
         self.status_label.setMinimumWidth(1)
         self.loss_plot = LossPlot()
         self.loss_plot.setMaximumHeight(200)  # the rest of the height goes to the preview
-        self.preview = _Preview()
+        self.preview = Preview()
         self.preview.setMinimumSize(96, 96)
         self.preview_label = QLabel()
         self.preview_label.setStyleSheet(MUTED_STYLE)
@@ -597,7 +579,7 @@ class TrainPanel(QWidget):
             check.toggled.connect(self._changed)
         self.images_combo.currentIndexChanged.connect(self._images_changed)
 
-    def _spins(self) -> tuple[_SpinBox | _DoubleSpinBox, ...]:
+    def _spins(self) -> tuple[SpinBox | DoubleSpinBox, ...]:
         return (
             self.vectors_spin,
             self.batch_size_spin,
@@ -1177,7 +1159,7 @@ class TrainPanel(QWidget):
             ) from None
 
     @staticmethod
-    def _set_combo_text(combo: _ComboBox, text: str) -> None:
+    def _set_combo_text(combo: ComboBox, text: str) -> None:
         index = combo.findText(text)
         combo.setCurrentIndex(max(0, index))
 

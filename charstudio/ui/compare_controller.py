@@ -42,8 +42,9 @@ from charstudio.jobs.queue import JobQueue, QueuedJob
 from charstudio.training import records
 from charstudio.training.checkpoint_grid import GridSpec, refine_steps
 from charstudio.training.export import EXPORT_FOLDERS_SETTING, ExportResult
+from charstudio.training.grid_records import grid_for_job, list_grids
 from charstudio.ui.compare_panel import ComparePanel, RunChoice
-from charstudio.ui.grid_viewer import GridViewer, grid_for_job, list_grids
+from charstudio.ui.grid_viewer import GridViewer
 from charstudio.ui.queue_worker import QueueWorker
 from charstudio.ui.widgets import MUTED_STYLE
 

@@ -38,7 +38,7 @@ from charstudio.engine.samplers import schedule_types_for
 from charstudio.engine.sweeps import SAMPLER_NAMES, model_display_name
 from charstudio.jobs import Progress, format_eta
 from charstudio.training.checkpoint_grid import GridSpec, parse_steps
-from charstudio.ui.grid_viewer import GridRecord
+from charstudio.training.grid_records import GridRecord
 from charstudio.ui.widgets import (
     MUTED_STYLE,
     ComboBox,

@@ -16,7 +16,6 @@ E opens the focused cell (``openImage``), C chooses the focused column's step, Z
 from __future__ import annotations
 
 import itertools
-import json
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -65,114 +64,20 @@ from charstudio.analysis.identity import (
     suggest_step,
 )
 from charstudio.catalog import Project
-from charstudio.catalog.catalog import Catalog
 from charstudio.engine.sweeps import model_display_name
 from charstudio.training import records
 from charstudio.training.checkpoint_grid import GridSpec
+from charstudio.training.grid_records import (
+    GridRecord,
+    grid_job_state,
+    read_cells,
+    read_grid,
+    set_chosen_step,
+)
 from charstudio.ui.image_canvas import ImageLoader, claims_shortcut
 from charstudio.ui.loupe import LoupeItem
 
-__all__ = [
-    "GridCellView",
-    "GridRecord",
-    "GridViewer",
-    "grid_for_job",
-    "list_grids",
-    "read_cells",
-    "read_grid",
-    "set_chosen_step",
-]
-
-# -- catalog access --------------------------------------------------------------------------
-# Plain reads and one write of the ``grids``/``grid_cells`` tables; the core has no query
-# module for them yet (they could move to charstudio.training.checkpoint_grid unchanged).
-
-
-@dataclass(frozen=True)
-class GridRecord:
-    id: int
-    run_id: int | None
-    spec: GridSpec | None  # None: params written by another version and unreadable here
-    path: str | None  # the job's grid PNG, relative to the project; None until it finished
-    chosen_step: int | None
-    created_at: str
-    job_id: int | None
-    cell_count: int = 0
-
-
-_GRID_COLUMNS = (
-    "g.id, g.run_id, g.params, g.path, g.chosen_step, g.created_at, g.job_id, "
-    "(SELECT COUNT(*) FROM grid_cells c WHERE c.grid_id = g.id)"
-)
-
-
-def _grid_record(row: Sequence[Any]) -> GridRecord:
-    try:
-        spec: GridSpec | None = GridSpec.from_json(json.loads(row[2] or "{}"))
-    except (ValueError, TypeError):
-        spec = None
-    return GridRecord(row[0], row[1], spec, row[3], row[4], row[5], row[6], int(row[7] or 0))
-
-
-def read_grid(catalog: Catalog, grid_id: int) -> GridRecord:
-    with catalog.transaction() as conn:
-        row = conn.execute(f"SELECT {_GRID_COLUMNS} FROM grids g WHERE g.id = ?", (grid_id,))
-        found = row.fetchone()
-    if found is None:
-        raise KeyError(f"no grid with id {grid_id}")
-    return _grid_record(found)
-
-
-def list_grids(catalog: Catalog, run_id: int) -> list[GridRecord]:
-    """The grids of a run, newest first."""
-    with catalog.transaction() as conn:
-        rows = conn.execute(
-            f"SELECT {_GRID_COLUMNS} FROM grids g WHERE g.run_id = ? ORDER BY g.id DESC",
-            (run_id,),
-        ).fetchall()
-    return [_grid_record(r) for r in rows]
-
-
-def grid_for_job(catalog: Catalog, job_id: int) -> int | None:
-    with catalog.transaction() as conn:
-        row = conn.execute(
-            "SELECT id FROM grids WHERE job_id = ? ORDER BY id DESC LIMIT 1", (job_id,)
-        ).fetchone()
-    return int(row[0]) if row else None
-
-
-def read_cells(catalog: Catalog, grid_id: int) -> list[dict[str, Any]]:
-    """The cells as the job's progress events carry them: x, y, z, step, seed, path, score,
-    faces."""
-    with catalog.transaction() as conn:
-        rows = conn.execute(
-            "SELECT x, y, z, step, seed, path, score, faces FROM grid_cells WHERE grid_id = ? "
-            "ORDER BY z, x, y",
-            (grid_id,),
-        ).fetchall()
-    keys = ("x", "y", "z", "step", "seed", "path", "score", "faces")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
-
-
-def set_chosen_step(catalog: Catalog, grid_id: int, step: int | None) -> None:
-    with catalog.transaction() as conn:
-        conn.execute("UPDATE grids SET chosen_step = ? WHERE id = ?", (step, grid_id))
-
-
-def _job_state(catalog: Catalog, job_id: int | None) -> tuple[str | None, dict[str, Any]]:
-    """The grid job's status and result (empty while it runs, or when the row is gone)."""
-    if job_id is None:
-        return None, {}
-    with catalog.transaction() as conn:
-        row = conn.execute("SELECT status, result FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    if row is None:
-        return None, {}
-    try:
-        result = json.loads(row[1]) if row[1] else {}
-    except ValueError:
-        result = {}
-    return row[0], result if isinstance(result, dict) else {}
-
+__all__ = ["GridCellView", "GridViewer"]
 
 # -- looks -------------------------------------------------------------------------------------
 
@@ -657,7 +562,7 @@ class GridViewer(QWidget):
             self.clear()
             self._project = project
         record = read_grid(project.catalog, grid_id)
-        status, result = _job_state(project.catalog, record.job_id)
+        status, result = grid_job_state(project.catalog, record.job_id)
         cells = [_cell_from(c) for c in read_cells(project.catalog, grid_id)]
         names, models = self._names_and_models(project, record, cells)
         layout = self._make_layout(record.spec, cells, models)

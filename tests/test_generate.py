@@ -364,3 +364,18 @@ def test_an_embedding_axis_needs_the_files(project, model_dir) -> None:
     assert not np.array_equal(first, second)  # the embedding's vectors reached the model
     infotext = parse_infotext(read_infotext(project.file_path(result.paths[1])))
     assert infotext.settings["TI hashes"].startswith("fr3nch-80: ")
+
+
+def test_sweep_coordinates_travel_with_the_file(project, model_dir, tmp_path) -> None:
+    """Imported into another project, a sweep image keeps its coordinates (they are in a PNG
+    text chunk beside A1111's parameters)."""
+    from charstudio.catalog.importer import import_images
+
+    request = GenerateRequest(settings(model_dir), x="Prompt S/R:front shot, side angle")
+    _ended, job, _ = submit_and_run(project, request)
+    paths = [project.file_path(p) for p in json.loads(job["result"])["paths"]]
+    with Project.create(tmp_path / "other", "Other") as other:
+        run_job(import_images(other, paths))
+        sweeps = sorted(r.sweep["X"] for r in other.catalog.images())
+        assert sweeps == ["front shot", "side angle"]
+        assert other.catalog.sweep_axes()["X"] == ["front shot", "side angle"]

@@ -405,7 +405,7 @@ def test_write_png_reads_back(tmp_path: Path) -> None:
     path = tmp_path / "out.png"
     write_png(image, path, INFOTEXT, extra_text={"charstudio": '{"job": 1}'})
     assert os.listdir(tmp_path) == ["out.png"]  # no temporary file left behind
-    assert probe_image(path) == ImageProbe(64, 64, "PNG", INFOTEXT)
+    assert probe_image(path) == ImageProbe(64, 64, "PNG", INFOTEXT, charstudio='{"job": 1}')
     with Image.open(path) as reread:
         assert reread.info["parameters"] == INFOTEXT  # what A1111 reads
         assert reread.info["charstudio"] == '{"job": 1}'

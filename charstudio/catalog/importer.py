@@ -8,6 +8,7 @@ file, so an import killed half-way leaves only whole rows behind and can simply 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 from collections import deque
@@ -132,7 +133,7 @@ def image_record(
         height=probe.height,
         format=probe.format,
         job_id=job_id,
-        sweep=dict(sweep or {}),
+        sweep=dict(sweep or _stored_sweep(probe)),
     )
     if probe.infotext:
         params = parse_infotext(probe.infotext)
@@ -150,6 +151,20 @@ def image_record(
         record.clip_skip = params.clip_skip
         record.extras = dict(params.extras)
     return record
+
+
+def _stored_sweep(probe: ImageProbe) -> dict[str, str]:
+    """The sweep coordinates a charstudio PNG carries, so an image imported into another
+    project (or a rebuilt catalog) keeps them; nothing for anything unreadable."""
+    if not probe.charstudio:
+        return {}
+    try:
+        sweep = json.loads(probe.charstudio).get("sweep") or {}
+    except (ValueError, AttributeError):
+        return {}
+    if not isinstance(sweep, dict):
+        return {}
+    return {str(k): str(v) for k, v in sweep.items()}
 
 
 def _copy_into(project: Project, source: Path) -> Path:

@@ -24,7 +24,7 @@ from charstudio.engine.requests import GenerateRequest
 from charstudio.engine.runner import GenerationError, ModelRunner
 from charstudio.engine.sweeps import ImageJob, SweepPlan
 from charstudio.jobs.protocol import CancelToken, Job, JobCanceled, ProgressClock
-from charstudio.metadata.imagefile import probe_image_bytes, write_png
+from charstudio.metadata.imagefile import CHARSTUDIO_KEY, probe_image_bytes, write_png
 from charstudio.metadata.infotext import format_infotext
 
 if TYPE_CHECKING:
@@ -245,8 +245,8 @@ def _record_batch(
         target = project.file_path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         # The sweep coordinates travel with the file too, beside A1111's "parameters".
-        extra = {"charstudio": _json({"sweep": job.coordinates})} if job.coordinates else None
-        write_png(image, target, format_infotext(params), extra)
+        sweep = {CHARSTUDIO_KEY: _json({"sweep": job.coordinates})} if job.coordinates else None
+        write_png(image, target, format_infotext(params), sweep)
         data = target.read_bytes()
         sha256 = hashlib.sha256(data).hexdigest()
         twin = catalog.image_by_sha256(sha256)

@@ -37,6 +37,7 @@ __all__ = [
 
 MAX_PIXELS = 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS
 INFOTEXT_KEY = "parameters"
+CHARSTUDIO_KEY = "charstudio"  # our own PNG text chunk: JSON such as {"sweep": {...}}
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_TEXT_BYTES = 16 * 1024 * 1024  # cap on a decompressed text chunk (zip-bomb guard)
@@ -65,6 +66,8 @@ class ImageProbe:
     height: int
     format: str  # "PNG" | "JPEG" | "WEBP"
     infotext: str | None
+    # charstudio's own PNG text chunk (JSON: the image's sweep coordinates), when present.
+    charstudio: str | None = None
 
 
 # --- probing ------------------------------------------------------------------------------------
@@ -163,6 +166,7 @@ def _probe_png(data: bytes, max_pixels: int) -> ImageProbe:
     crc32 = zlib.crc32
     unpack_from = struct.unpack_from
     infotext: str | None = None
+    ours: str | None = None
     seen_idat = False
     pos = 8
     while True:
@@ -182,12 +186,16 @@ def _probe_png(data: bytes, max_pixels: int) -> ImageProbe:
             seen_idat = True
         elif ctype == b"IEND":
             break
-        elif ctype in (b"tEXt", b"zTXt", b"iTXt") and infotext is None:
-            infotext = _png_text(ctype, data[pos + 8 : data_end])
+        elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
+            body = data[pos + 8 : data_end]
+            if infotext is None:
+                infotext = _png_text(ctype, body)
+            if ours is None:
+                ours = _png_text(ctype, body, CHARSTUDIO_KEY)
         pos = data_end + 4
     if not seen_idat:
         raise ImageFileError("corrupt PNG: it holds no image data (no IDAT chunk)")
-    return ImageProbe(width, height, "PNG", infotext)
+    return ImageProbe(width, height, "PNG", infotext, ours)
 
 
 def _chunk_name(ctype: bytes) -> str:
@@ -195,10 +203,11 @@ def _chunk_name(ctype: bytes) -> str:
     return name if name.isascii() and name.isalpha() else repr(ctype)
 
 
-def _png_text(ctype: bytes, body: bytes) -> str | None:
-    """Text of a ``parameters`` chunk, None for other keys or unreadable chunks."""
+def _png_text(ctype: bytes, body: bytes, key: str = INFOTEXT_KEY) -> str | None:
+    """Text of a ``key`` chunk (A1111's ``parameters``), None for other keys or unreadable
+    chunks."""
     keyword, sep, rest = body.partition(b"\0")
-    if not sep or keyword != INFOTEXT_KEY.encode():
+    if not sep or keyword != key.encode():
         return None
     try:
         if ctype == b"tEXt":

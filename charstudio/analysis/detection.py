@@ -2,13 +2,14 @@
 
 Detection runs on a copy whose longest side is ``detect_edge`` (320 by default) and the boxes
 and landmarks are scaled back to the full image. MTCNN's cost grows with its image pyramid,
-i.e. with the ratio of image size to ``min_face_size``; on 2 CPU cores a 512×512 image takes
-about 55 ms at full size and 30 ms at 320 px, with boxes within a few pixels of each other.
-At 320 px with ``min_face_size`` 20 the smallest detectable face is 6 % of the longest side,
-far below the ``small-face`` flag's 15 %.
+i.e. with the ratio of image size to ``min_face_size``. On 2 CPU cores a 512×512 portrait
+takes about 47 ms at full size and 28 ms at 320 px (``benchmarks/analyze_bench.py``), with
+boxes within a few pixels of each other. At 320 px with ``min_face_size`` 20 the smallest
+detectable face is 6 % of the longest side, far below the ``small-face`` flag's 15 %.
 
 Images of equal size are detected in batches (MTCNN stacks them into one tensor), which
-saves a further ~20 % per image at 320 px. torch and facenet-pytorch load on first use.
+saved about 20 % per image at 320 px (34 → 27 ms on the astronaut photograph). torch and
+facenet-pytorch load on first use.
 """
 
 from __future__ import annotations

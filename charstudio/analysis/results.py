@@ -103,6 +103,9 @@ class FaceAnalysis:
         """Faces with a detection probability of at least ``min_confidence``, largest first."""
         return [face for face in self.faces if face.probability >= min_confidence]
 
+    def face_count(self, min_confidence: float) -> int:
+        return len(self.confident_faces(min_confidence))
+
     def main_face(self, min_confidence: float) -> Face | None:
         """The largest face at or above ``min_confidence``: the one the flags judge."""
         faces = self.confident_faces(min_confidence)

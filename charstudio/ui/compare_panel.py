@@ -34,12 +34,12 @@ from PySide6.QtWidgets import (
 )
 
 from charstudio.catalog import Project
-from charstudio.engine.samplers import schedule_types_for
 from charstudio.engine.sweeps import SAMPLER_NAMES, model_display_name
 from charstudio.jobs import Progress, format_eta
 from charstudio.training.checkpoint_grid import GridSpec, parse_steps
 from charstudio.training.grid_records import GridRecord
 from charstudio.ui.widgets import (
+    AUTOMATIC,
     MUTED_STYLE,
     ComboBox,
     DoubleSpinBox,
@@ -47,12 +47,13 @@ from charstudio.ui.widgets import (
     SpinBox,
     dock_panel_layout,
     error_label,
+    fill_schedule_choices,
+    hrow,
 )
 
 __all__ = ["SETTING_KEY", "ComparePanel", "RunChoice", "steps_preset"]
 
 SETTING_KEY = "compare.grid"  # project setting: the panel's last settings (not run or steps)
-AUTOMATIC = "Automatic"
 CROSS_MODEL_SIZE = (512, 768)  # workflow step 4: "check it across several checkpoints at 512×768"
 _STORED = (
     "seed",
@@ -256,19 +257,9 @@ class ComparePanel(QWidget):
         self.height_spin = SizeSpinBox()
         box = QGroupBox("Sampling")
         form = QFormLayout(box)
-        row = QHBoxLayout()
-        row.addWidget(self.sampler_combo, 3)
-        row.addWidget(self.schedule_combo, 2)
-        form.addRow("Sampler", row)
-        row = QHBoxLayout()
-        row.addWidget(self.steps_spin, 1)
-        row.addWidget(QLabel("CFG"))
-        row.addWidget(self.cfg_spin, 1)
-        form.addRow("Steps", row)
-        row = QHBoxLayout()
-        row.addWidget(self.width_spin, 1)
-        row.addWidget(QLabel("×"))
-        row.addWidget(self.height_spin, 1)
+        form.addRow("Sampler", hrow((self.sampler_combo, 3), (self.schedule_combo, 2)))
+        form.addRow("Steps", hrow((self.steps_spin, 1), "CFG", (self.cfg_spin, 1)))
+        row = hrow((self.width_spin, 1), "×", (self.height_spin, 1))
         form.addRow("Size", row)
         self.sampler_combo.currentTextChanged.connect(self._update_schedule_choices)
         return box
@@ -684,18 +675,7 @@ class ComparePanel(QWidget):
         return None if text in ("", AUTOMATIC) else text
 
     def _update_schedule_choices(self) -> None:
-        current = self.schedule_combo.currentText() or AUTOMATIC
-        try:
-            choices = schedule_types_for(self.sampler_combo.currentText())
-        except ValueError:
-            choices = [AUTOMATIC]
-        blocked = self.schedule_combo.blockSignals(True)
-        try:
-            self.schedule_combo.clear()
-            self.schedule_combo.addItems(choices)
-            self.schedule_combo.setCurrentIndex(max(self.schedule_combo.findText(current), 0))
-        finally:
-            self.schedule_combo.blockSignals(blocked)
+        fill_schedule_choices(self.sampler_combo, self.schedule_combo)
 
     def _changed(self) -> None:
         if self._loading:

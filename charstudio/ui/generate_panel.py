@@ -40,7 +40,7 @@ from PySide6.QtWidgets import (
 from charstudio.catalog import Project
 from charstudio.engine.requests import GenerateRequest, new_plan_seed
 from charstudio.engine.runtime import ENGINE_SETTING, EngineOptions
-from charstudio.engine.samplers import resolve_sampler, schedule_types_for
+from charstudio.engine.samplers import resolve_sampler
 from charstudio.engine.sweeps import (
     AXIS_TYPES,
     CHARACTER_SHEET_X,
@@ -54,6 +54,7 @@ from charstudio.engine.sweeps import (
 from charstudio.jobs import Progress, format_eta
 from charstudio.prompts.token_count import CHUNK_LENGTH, prompt_report
 from charstudio.ui.widgets import (
+    AUTOMATIC,
     ERROR_STYLE,
     MUTED_STYLE,
     ComboBox,
@@ -65,6 +66,8 @@ from charstudio.ui.widgets import (
     browse_button,
     dock_panel_layout,
     error_label,
+    fill_schedule_choices,
+    hrow,
     pil_to_qimage,
     small_button,
 )
@@ -72,7 +75,6 @@ from charstudio.ui.widgets import (
 __all__ = ["SETTING_KEY", "GeneratePanel", "pil_to_qimage"]
 
 SETTING_KEY = "generate.request"  # project setting holding GenerateRequest.to_params()
-AUTOMATIC = "Automatic"  # schedule type shown for None (the sampler's own default)
 LETTERS = ("X", "Y", "Z")
 PRECISION_CHOICES = (("Automatic", "auto"), ("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32"))
 EMPTY_COUNTER = f"0/{CHUNK_LENGTH}"
@@ -303,19 +305,9 @@ class GeneratePanel(QWidget):
 
         box = QGroupBox("Sampling")
         form = QFormLayout(box)
-        row = QHBoxLayout()
-        row.addWidget(self.sampler_combo, 3)
-        row.addWidget(self.schedule_combo, 2)
-        form.addRow("Sampler", row)
-        row = QHBoxLayout()
-        row.addWidget(self.steps_spin, 1)
-        row.addWidget(QLabel("CFG"))
-        row.addWidget(self.cfg_spin, 1)
-        form.addRow("Steps", row)
-        row = QHBoxLayout()
-        row.addWidget(self.width_spin, 1)
-        row.addWidget(QLabel("×"))
-        row.addWidget(self.height_spin, 1)
+        form.addRow("Sampler", hrow((self.sampler_combo, 3), (self.schedule_combo, 2)))
+        form.addRow("Steps", hrow((self.steps_spin, 1), "CFG", (self.cfg_spin, 1)))
+        row = hrow((self.width_spin, 1), "×", (self.height_spin, 1))
         row.addWidget(self.swap_size_button)
         form.addRow("Size", row)
         row = QHBoxLayout()
@@ -790,20 +782,7 @@ class GeneratePanel(QWidget):
         self.schedule_combo.setCurrentIndex(max(index, 0))
 
     def _update_schedule_choices(self) -> None:
-        # Only the schedule types the engine can run with this sampler (DDIM: Automatic only).
-        current = self.schedule_combo.currentText() or AUTOMATIC
-        try:
-            choices = schedule_types_for(self.sampler_combo.currentText())
-        except ValueError:
-            choices = [AUTOMATIC]
-        blocked = self.schedule_combo.blockSignals(True)
-        try:
-            self.schedule_combo.clear()
-            self.schedule_combo.addItems(choices)
-            index = self.schedule_combo.findText(current)
-            self.schedule_combo.setCurrentIndex(max(index, 0))
-        finally:
-            self.schedule_combo.blockSignals(blocked)
+        fill_schedule_choices(self.sampler_combo, self.schedule_combo)
 
     def _swap_size(self) -> None:
         width, height = self.width_spin.value(), self.height_spin.value()

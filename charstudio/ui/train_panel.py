@@ -42,7 +42,7 @@ from PySide6.QtWidgets import (
 )
 
 from charstudio.catalog import Project
-from charstudio.engine.samplers import SAMPLER_NAMES, schedule_types_for
+from charstudio.engine.samplers import SAMPLER_NAMES
 from charstudio.jobs import Progress, format_eta
 from charstudio.training.settings import (
     CLIP_GRAD_MODES,
@@ -52,6 +52,7 @@ from charstudio.training.settings import (
 )
 from charstudio.ui.loss_plot import LossPlot
 from charstudio.ui.widgets import (
+    AUTOMATIC,
     ERROR_STYLE,
     MUTED_STYLE,
     ComboBox,
@@ -63,6 +64,7 @@ from charstudio.ui.widgets import (
     browse_button,
     dock_panel_layout,
     error_label,
+    fill_schedule_choices,
     pil_to_qimage,
 )
 
@@ -70,7 +72,6 @@ __all__ = ["RESUMABLE", "SETTING_KEY", "RunRow", "TrainPanel"]
 
 SETTING_KEY = "train.ti"  # project setting: {"settings": TrainTISettings JSON, "model", ...}
 WARNING_STYLE = "color: #c98a00;"
-AUTOMATIC = "Automatic"
 IMAGE_CHOICES = (("Training set (picks)", "picks"), ("All images in the project", "all"))
 PRECISION_CHOICES = (("Automatic", "auto"), ("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32"))
 RESUMABLE = ("paused", "canceled", "failed")  # runs the Resume button continues
@@ -1177,20 +1178,7 @@ class TrainPanel(QWidget):
         self.preview_schedule_combo.setCurrentIndex(max(0, index))
 
     def _update_schedule_choices(self) -> None:
-        # Only the schedule types the engine can run with this sampler.
-        current = self.preview_schedule_combo.currentText() or AUTOMATIC
-        try:
-            choices = schedule_types_for(self.preview_sampler_combo.currentText())
-        except ValueError:
-            choices = [AUTOMATIC]
-        blocked = self.preview_schedule_combo.blockSignals(True)
-        try:
-            self.preview_schedule_combo.clear()
-            self.preview_schedule_combo.addItems(choices)
-            index = self.preview_schedule_combo.findText(current)
-            self.preview_schedule_combo.setCurrentIndex(max(0, index))
-        finally:
-            self.preview_schedule_combo.blockSignals(blocked)
+        fill_schedule_choices(self.preview_sampler_combo, self.preview_schedule_combo)
 
     def preview_image(self) -> QImage | None:
         return self.preview.image()

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFrame,
+    QHBoxLayout,
     QLabel,
     QMenu,
     QScrollArea,
@@ -32,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+AUTOMATIC = "Automatic"  # schedule type shown for None (the sampler's own default)
 ERROR_STYLE = "color: #d9534f;"
 MUTED_STYLE = "color: #888;"
 PREVIEW_SIZE = 256  # preferred size of the live preview; it shrinks with the dock
@@ -288,3 +290,35 @@ def dock_panel_layout(
     layout.addWidget(hint_label)
     layout.addWidget(splitter, 1)
     return hint_label, scroll, splitter
+
+
+def fill_schedule_choices(sampler: QComboBox, schedule: QComboBox) -> None:
+    """Offer only the schedule types the engine can run with the chosen sampler (DDIM:
+    Automatic only), keeping the current choice when it still applies."""
+    from charstudio.engine.samplers import schedule_types_for
+
+    current = schedule.currentText() or AUTOMATIC
+    try:
+        choices = schedule_types_for(sampler.currentText())
+    except ValueError:
+        choices = [AUTOMATIC]
+    blocked = schedule.blockSignals(True)
+    try:
+        schedule.clear()
+        schedule.addItems(choices)
+        schedule.setCurrentIndex(max(schedule.findText(current), 0))
+    finally:
+        schedule.blockSignals(blocked)
+
+
+def hrow(*items: QWidget | str | tuple[QWidget, int]) -> QHBoxLayout:
+    """A row for a form: widgets (with an optional stretch) and plain text labels."""
+    row = QHBoxLayout()
+    for item in items:
+        if isinstance(item, str):
+            row.addWidget(QLabel(item))
+        elif isinstance(item, tuple):
+            row.addWidget(item[0], item[1])
+        else:
+            row.addWidget(item)
+    return row

@@ -113,3 +113,18 @@ def test_jobs_command_lists_and_runs_the_queue(project, make_png, tmp_path, caps
     assert json.loads(capsys.readouterr().out)[0]["status"] == "queued"
     assert main(["jobs", root, "--run", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["status"] == "done"
+
+
+def test_failures_meant_for_the_artist_are_recorded_without_the_class_name() -> None:
+    from charstudio.jobs import JobError, job_error_message, readable_job_error
+
+    assert job_error_message(JobError("The GPU ran out of memory")) == "The GPU ran out of memory"
+    assert job_error_message(ValueError("X axis: 'a cat' is not in the prompt")).startswith("X")
+    assert job_error_message(KeyError("no training run 7")) == "no training run 7"
+    # An unexpected error keeps its class: it is a bug to report.
+    assert job_error_message(ZeroDivisionError("division by zero")) == (
+        "ZeroDivisionError: division by zero"
+    )
+    # Records from before this rule read the same.
+    assert readable_job_error("GenerationError: The GPU ran out") == "The GPU ran out"
+    assert readable_job_error(None) == ""

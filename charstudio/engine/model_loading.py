@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charstudio.engine.model_hash import model_hash as compute_model_hash
+from charstudio.jobs.protocol import JobError
 from charstudio.resources import resource_path
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ _LIGHTNING_CALLBACK = "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpo
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(JobError):
     """A model could not be loaded; the message is meant for the user."""
 
 

@@ -27,7 +27,7 @@ from charstudio.engine.runtime import (
     prepare_for_inference,
 )
 from charstudio.engine.sweeps import GenerationSettings, model_display_name
-from charstudio.jobs.protocol import CancelToken
+from charstudio.jobs.protocol import CancelToken, JobError
 from charstudio.metadata.infotext import GenerationParams
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MODEL_CACHE = ModelCache()
 
 
-class GenerationError(Exception):
+class GenerationError(JobError):
     """A job that cannot run or went wrong, with a message meant for the artist."""
 
 

@@ -4,9 +4,12 @@ from charstudio.jobs.protocol import (
     CancelToken,
     Job,
     JobCanceled,
+    JobError,
     Progress,
     ProgressClock,
     format_eta,
+    job_error_message,
+    readable_job_error,
     run_job,
 )
 
@@ -14,8 +17,11 @@ __all__ = [
     "CancelToken",
     "Job",
     "JobCanceled",
+    "JobError",
     "Progress",
     "ProgressClock",
     "format_eta",
+    "job_error_message",
+    "readable_job_error",
     "run_job",
 ]

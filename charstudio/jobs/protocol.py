@@ -7,6 +7,7 @@ adapter runs it on a worker thread and turns the events into signals.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -18,6 +19,30 @@ T = TypeVar("T")
 
 class JobCanceled(Exception):
     """Raised inside a job when its cancel token is set."""
+
+
+class JobError(Exception):
+    """A job could not do its work, for a reason the artist can act on; the message says it."""
+
+
+def job_error_message(error: BaseException) -> str:
+    """What the queue records for a failed job: the message alone for errors written for the
+    artist (``JobError``, ``ValueError``, ``OSError``, ``KeyError``), else the class name too,
+    which helps a bug report."""
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    if isinstance(error, JobError | ValueError | OSError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+# Records written before job_error_message named the class of every error.
+_CLASS_PREFIX = re.compile(r"^[A-Z]\w*(?:Error|Exception): ")
+
+
+def readable_job_error(stored: str | None) -> str:
+    """A stored job error for display, without the class name older records carry."""
+    return _CLASS_PREFIX.sub("", stored or "")
 
 
 class CancelToken:

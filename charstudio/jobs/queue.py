@@ -17,7 +17,7 @@ from typing import Any
 
 from charstudio.catalog.catalog import Catalog
 from charstudio.catalog.project import Project
-from charstudio.jobs.protocol import CancelToken, Job, JobCanceled
+from charstudio.jobs.protocol import CancelToken, Job, JobCanceled, job_error_message
 
 # kind → function(project, params, cancel, job_id) returning the job generator; the job id
 # lets a job tag what it creates (generated images) and find it again when it is re-run.
@@ -214,7 +214,7 @@ class JobQueue:
             self._catalog.update_job(job.id, status="canceled")
             return QueuedJob(job.id, job.kind, job.params, "canceled", job.created_at)
         except Exception as exc:  # recorded for the artist; the worker keeps serving the queue
-            message = f"{type(exc).__name__}: {exc}"
+            message = job_error_message(exc)
             self._catalog.update_job(job.id, status="failed", error=message)
             traceback.print_exc()
             return QueuedJob(job.id, job.kind, job.params, "failed", job.created_at, message)

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charstudio import __version__
-from charstudio.jobs.protocol import CancelToken, Job, JobCanceled, ProgressClock
+from charstudio.jobs.protocol import CancelToken, Job, JobCanceled, JobError, ProgressClock
 from charstudio.training import records
 from charstudio.training.dataset import ImageSelectionError, TrainingImage, gather_images
 from charstudio.training.pause import clear_pause, pause_requested
@@ -78,7 +78,7 @@ RUNS_FOLDER = "runs"
 _STEP_SUFFIX = re.compile(r"-(\d+)$")
 
 
-class TrainingError(Exception):
+class TrainingError(JobError):
     """A run that cannot start or went wrong, with a message meant for the artist."""
 
 

@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 from sqlite_utils.db import NotFoundError
 
 from charstudio.catalog import Project
-from charstudio.jobs import Progress
+from charstudio.jobs import Progress, readable_job_error
 from charstudio.jobs.queue import JobQueue, QueuedJob
 from charstudio.training import records
 from charstudio.training.checkpoint_grid import GridSpec, refine_steps
@@ -51,14 +51,6 @@ from charstudio.ui.widgets import MUTED_STYLE
 __all__ = ["KIND", "CompareController", "ExportDialog", "embeddings_folder"]
 
 KIND = "grid"
-_ERROR_PREFIXES = ("ValueError: ", "KeyError: ", "ModelNotFoundError: ", "EmbeddingError: ")
-
-
-def _artist_message(error: str | None) -> str:
-    text = error or ""
-    for prefix in _ERROR_PREFIXES:
-        text = text.removeprefix(prefix)
-    return text
 
 
 def embeddings_folder(picked: Path, tool: str) -> Path:
@@ -419,7 +411,7 @@ class CompareController(QObject):
 
     def _finish_text(self, job: QueuedJob, result: dict[str, Any], grid_id: Any) -> str:
         if job.status == "failed":
-            return _artist_message(job.error)
+            return readable_job_error(job.error)
         cells = len(result.get("cells") or [])
         if job.status == "canceled":
             return f"grid {grid_id} canceled; its finished cells are kept" if grid_id else ""

@@ -16,7 +16,7 @@ from PySide6.QtCore import QObject, Signal
 
 from charstudio.catalog import Project
 from charstudio.engine.requests import GenerateRequest
-from charstudio.jobs import Progress
+from charstudio.jobs import Progress, readable_job_error
 from charstudio.jobs.queue import JobQueue, QueuedJob
 from charstudio.ui.generate_panel import GeneratePanel
 from charstudio.ui.queue_worker import QueueWorker
@@ -134,9 +134,7 @@ class GenerateController(QObject):
         if self.project is not None:
             stored = self.project.catalog.job(job.id).get("result")
             count = len(json.loads(stored).get("image_ids", [])) if stored else 0
-        error = job.error or ""
-        if error.startswith("GenerationError: "):
-            error = error.removeprefix("GenerationError: ")
+        error = readable_job_error(job.error)
         self.panel.job_finished(job.status, error)
         words = {"done": "finished", "canceled": "canceled", "failed": "failed"}
         self.message.emit(

@@ -20,7 +20,7 @@ from PySide6.QtGui import QImage
 from sqlite_utils.db import NotFoundError
 
 from charstudio.catalog import Project
-from charstudio.jobs import Progress
+from charstudio.jobs import Progress, readable_job_error
 from charstudio.jobs.queue import JobQueue, QueuedJob
 from charstudio.training import records
 from charstudio.training.pause import request_pause, request_pause_job
@@ -39,15 +39,7 @@ __all__ = ["KIND", "TrainController"]
 KIND = "train-ti"
 RUNS_SHOWN = 20  # the newest runs; older ones stay in the catalog and the runs folder
 # Errors whose message is written for the artist: the exception's type name adds nothing.
-_ARTIST_ERRORS = re.compile(
-    r"^(TrainingError|ImageSelectionError|TrainSettingsError|ModelNotFoundError|"
-    r"ModelLoadError): "
-)
 _STEP_SUFFIX = re.compile(r"-(\d+)$")
-
-
-def _artist_message(error: str | None) -> str:
-    return _ARTIST_ERRORS.sub("", error or "")
 
 
 def _loss_points(path: Path) -> list[tuple[int, float]]:
@@ -291,7 +283,7 @@ class TrainController(QObject):
         at = f" at step {step}/{end_step}" if step is not None and end_step else ""
         name = result.get("name") or (self.project.token if self.project else "")
         if status == "failed":
-            text = _artist_message(job.error)
+            text = readable_job_error(job.error)
         elif status == "paused":
             text = f"{name} paused{at}; Resume continues from there"
         elif status == "canceled":

@@ -802,7 +802,8 @@ class GridViewer(QWidget):
             return f"Suggested: step {suggestion.step} — {reason}"
         if reason.startswith("no identity scores"):
             return (
-                f"No identity scores: {reason.partition(':')[2].strip()}. The grid works without "
+                f"No identity scores: {reason.partition(':')[2].strip().rstrip('.')}. The grid "
+                "works without "
                 "them: judge the faces by eye."
             )
         return f"No suggestion: {reason}"

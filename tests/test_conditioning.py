@@ -20,6 +20,8 @@ from charstudio.engine.conditioning import (
 from charstudio.engine.embeddings import EmbeddingError, EmbeddingLibrary, save_a1111_pt
 from charstudio.prompts import ClipTokenizer, get_clip_tokenizer
 
+from .weights import set_random_weights
+
 Encode = Callable[..., torch.Tensor]
 
 WIDTH = 32  # the real SD 1.x width is 768; the code takes it from the model
@@ -46,8 +48,7 @@ def text_encoder() -> torch.nn.Module:
         eos_token_id=49407,
         pad_token_id=49407,
     )
-    torch.manual_seed(0)
-    return CLIPTextModel(config).eval()
+    return set_random_weights(CLIPTextModel(config), 0).eval()
 
 
 @pytest.fixture
@@ -145,6 +146,42 @@ def test_weights_follow_a1111s_mean_restoring_formula(
     assert torch.allclose(no_norm, scaled, atol=1e-6)
     with pytest.raises(ValueError, match="emphasis"):
         encode("a", emphasis="Bogus")
+
+
+def test_a_zero_mean_chunk_never_gives_nan(
+    text_encoder: torch.nn.Module, tokenizer: ClipTokenizer
+) -> None:
+    # A final LayerNorm of weight 0 and bias 0 makes every output exactly 0: A1111's mean
+    # restoration would divide 0 by 0 and turn the whole conditioning into NaN.
+    zero = copy.deepcopy(text_encoder)
+    norms = [m for name, m in zero.named_modules() if name.endswith("final_layer_norm")]
+    with torch.no_grad():
+        for norm in norms:
+            norm.weight.zero_()
+            norm.bias.zero_()
+    for prompt in ("a photo of a woman", "a (photo:1.5) of a [woman]", "(a:0)"):
+        z = encode_prompt(prompt, text_encoder=zero, tokenizer=tokenizer)
+        assert torch.isfinite(z).all(), prompt
+        assert torch.equal(z, torch.zeros_like(z)), prompt
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_a_tiny_mean_is_not_blown_up(dtype: torch.dtype) -> None:
+    from charstudio.engine.conditioning import _apply_emphasis
+
+    # Values whose weighted mean is almost zero: restoring the original mean would multiply
+    # by ~2e6 (inf in half precision). The weighted values are kept instead.
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=dtype)
+    multipliers = torch.tensor([1.0, 1e-6 - 1.0])
+    out = _apply_emphasis(z, multipliers, "Original")
+    assert torch.isfinite(out).all()
+    assert torch.equal(out, z * multipliers.unsqueeze(-1))
+    # An ordinary chunk still gets A1111's restoration.
+    z = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=dtype)
+    multipliers = torch.tensor([1.0, 1.5])
+    weighted = z * multipliers.unsqueeze(-1)
+    out = _apply_emphasis(z, multipliers, "Original")
+    assert torch.equal(out, weighted * (z.mean() / weighted.mean()))
 
 
 def test_weights_in_a_later_chunk(encode: Encode) -> None:

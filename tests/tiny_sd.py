@@ -18,6 +18,8 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from .weights import set_random_weights
+
 TINY_UNET: dict[str, Any] = {
     "sample_size": 8,
     "in_channels": 4,
@@ -64,22 +66,15 @@ class TinySD:
     text_encoder: CLIPTextModel
 
 
-def tiny_components(seed: int = 0, *, distinct: bool = True) -> TinySD:
+def tiny_components(seed: int = 0) -> TinySD:
     """A tiny SD1-shaped model with random weights, the same for the same seed.
 
-    ``distinct`` adds a little noise to every tensor, so no two tensors (zero biases, unit
-    norms...) are equal and a key mapped to the wrong place cannot go unnoticed.
+    Every parameter is set by :func:`set_random_weights` (none keeps a library's initial value),
+    so no two tensors are equal and a key mapped to the wrong place cannot go unnoticed.
     """
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**TINY_UNET)
-    vae = AutoencoderKL(**TINY_VAE)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT))
-    if distinct:
-        generator = torch.Generator().manual_seed(seed + 1)
-        with torch.no_grad():
-            for model in (unet, vae, text_encoder):
-                for param in model.parameters():
-                    param.add_(torch.randn(param.shape, generator=generator) * 0.01)
+    unet = set_random_weights(UNet2DConditionModel(**TINY_UNET), seed)
+    vae = set_random_weights(AutoencoderKL(**TINY_VAE), seed + 1)
+    text_encoder = set_random_weights(CLIPTextModel(CLIPTextConfig(**TINY_TEXT)), seed + 2)
     for model in (unet, vae, text_encoder):
         model.eval()
     return TinySD(unet, vae, text_encoder)

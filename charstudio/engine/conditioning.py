@@ -20,6 +20,7 @@ torch is imported inside functions so importing this module stays cheap.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -128,6 +129,11 @@ def _inject_vectors(
         handle.remove()
 
 
+# Real prompts restore the mean with a ratio near 1 / (average weight), well inside this bound;
+# beyond it the means are degenerate (near zero) and the rescale would only amplify noise.
+MAX_MEAN_RESTORE = 1e3
+
+
 def _apply_emphasis(z: torch.Tensor, multipliers: torch.Tensor, emphasis: str) -> torch.Tensor:
     """A1111's emphasis on one chunk's ``[77, width]`` output.
 
@@ -138,8 +144,15 @@ def _apply_emphasis(z: torch.Tensor, multipliers: torch.Tensor, emphasis: str) -
     if emphasis == "No norm":
         return weighted
     # Restoring the mean "is likely not correct, but it seems to work well to prevent artifacts"
-    # (A1111's own comment); reproduced as is because it shapes every weighted image.
-    return weighted * (z.mean() / weighted.mean())
+    # (A1111's own comment); reproduced as is because it shapes every weighted image. A1111
+    # divides blindly, so a zero or tiny mean gives NaN or inf conditioning (black images);
+    # when the ratio is not a sane finite number there is no mean to restore, and the weighted
+    # chunk is kept as "No norm" would.
+    ratio = z.mean() / weighted.mean()
+    check = float(ratio.detach())
+    if not math.isfinite(check) or abs(check) > MAX_MEAN_RESTORE:
+        return weighted
+    return weighted * ratio
 
 
 def encode_prompt(

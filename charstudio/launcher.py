@@ -8,8 +8,10 @@ from pathlib import Path
 
 
 def _open_gui(project: Path | None) -> int:
+    from charstudio import app_log
     from charstudio.ui.app import run_app  # Qt loads only when the app is wanted
 
+    app_log.install()
     return run_app(project)
 
 

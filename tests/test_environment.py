@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import tomllib
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def locked_pins(text: str) -> dict[str, str]:
 
 def test_this_environment_holds_exactly_the_locked_set() -> None:
     spec = EnvironmentSpec(venv=Path(sys.prefix), python="")
-    stamp = environment.read_stamp(spec)
+    stamp = environment.read_stamp(spec.venv)
     if stamp is None:
         pytest.skip("not running in an environment built by bootstrap.py or the first run")
     installed = {
@@ -152,6 +153,7 @@ def spec(tmp_path: Path) -> EnvironmentSpec:
     lock = tmp_path / "app dir é" / "requirements" / "lock.txt"
     lock.parent.mkdir(parents=True)
     lock.write_text("numpy==2.4.6\n", encoding="utf-8")
+    (lock.parent / "uv.txt").write_text("uv==0.13.10\n", encoding="utf-8")
     return EnvironmentSpec(
         venv=tmp_path / "env", python="/usr/bin/python3.11", lock=lock, app_root=lock.parents[1]
     )
@@ -165,7 +167,11 @@ def test_a_fresh_environment_is_created_synced_and_stamped(spec: EnvironmentSpec
     assert uv.commands[1][3] == str(spec.lock)
     assert is_current(spec)
     pth = spec.venv / "lib/python3.11/site-packages" / environment.PTH_NAME
-    assert pth.read_text(encoding="utf-8").strip() == str(spec.app_root)
+    # site.py executes it (read in any code page: it is ASCII); it appends the app folder.
+    fake_sys = types.SimpleNamespace(path=[])
+    line = pth.read_text(encoding="ascii").replace("import sys; ", "")
+    exec(line, {"sys": fake_sys})
+    assert fake_sys.path == [str(spec.app_root)]
     assert json.loads(spec.stamp.read_text())["python"] == "/usr/bin/python3.11"
 
 
@@ -196,7 +202,10 @@ def test_another_interpreter_or_torch_build_rebuilds(spec: EnvironmentSpec) -> N
     assert not is_current(cuda)
     steps = setup_steps(cuda, "uv")
     assert [s.argv[1] for s in steps] == ["pip"]
-    assert steps[0].argv[-2:] == ["--torch-backend", "cu128"]
+    assert steps[0].argv[-6:] == [
+        *("--torch-backend", "cu128"),
+        *("--reinstall-package", "torch", "--reinstall-package", "torchvision"),
+    ]  # the same torch version in another build: uv must be told to replace it
     managed = EnvironmentSpec(
         **{**spec.__dict__, "venv": spec.venv.parent / "new", "managed_python": True}
     )

@@ -31,6 +31,8 @@ WINDOWS_PYTHON = "3.11"
 
 STAMP_NAME = "charstudio-environment.json"
 PTH_NAME = "charstudio-app.pth"
+# What uv's --torch-backend changes: the same version number, another build.
+TORCH_PACKAGES = ("torch", "torchvision")
 
 
 def uv_version(pin_file: Path = UV_PIN_FILE) -> str:
@@ -71,7 +73,7 @@ class EnvironmentSpec:
     def fingerprint(self) -> dict[str, str | None]:
         return {
             "lock_sha256": hashlib.sha256(self.lock.read_bytes()).hexdigest(),
-            "uv": uv_version(),
+            "uv": uv_version(self.app_root / "requirements" / "uv.txt"),
             "python": self.python,
             "torch_backend": self.torch_backend,
             "app_root": str(self.app_root),
@@ -82,9 +84,10 @@ class EnvironmentSpec:
         return self.venv / STAMP_NAME
 
 
-def read_stamp(spec: EnvironmentSpec) -> dict[str, str | None] | None:
+def read_stamp(venv: Path) -> dict[str, str | None] | None:
+    """What the environment in ``venv`` was made from, or None (never finished, or none)."""
     try:
-        data = json.loads(spec.stamp.read_text(encoding="utf-8"))
+        data = json.loads((venv / STAMP_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -93,7 +96,7 @@ def read_stamp(spec: EnvironmentSpec) -> dict[str, str | None] | None:
 def is_current(spec: EnvironmentSpec) -> bool:
     """True when the environment exists and was made from exactly this lock, uv, Python and
     torch build: the fast path, which runs no subprocess."""
-    return env_python(spec.venv).is_file() and read_stamp(spec) == spec.fingerprint()
+    return env_python(spec.venv).is_file() and read_stamp(spec.venv) == spec.fingerprint()
 
 
 @dataclass(frozen=True)
@@ -104,17 +107,21 @@ class Step:
     argv: list[str]
 
 
-def setup_steps(spec: EnvironmentSpec, uv: str) -> list[Step]:
+def setup_steps(spec: EnvironmentSpec, uv: str, *, reinstall: bool = False) -> list[Step]:
     """The uv commands that bring the environment to the spec.
 
     The virtual environment is (re)created only when it is missing or was made by another
     interpreter; otherwise ``uv pip sync`` updates it in place, which is quick because uv
-    links unchanged packages from its cache.
+    links unchanged packages from its cache. ``uv pip sync`` keeps an installed
+    ``torch 2.15.0+cpu`` for a lock saying ``torch==2.15.0`` whatever the backend, since the
+    version matches, so a change of torch build names those packages for reinstalling.
+    ``reinstall`` reinstalls everything (from the cache), repairing damaged files.
     """
     steps: list[Step] = []
-    stamp = read_stamp(spec)
+    stamp = read_stamp(spec.venv)
     made_by_other_python = stamp is not None and stamp.get("python") != spec.python
-    if not env_python(spec.venv).is_file() or made_by_other_python:
+    fresh = not env_python(spec.venv).is_file() or made_by_other_python
+    if fresh:
         venv = [uv, "venv", str(spec.venv), "--python", spec.python, "--clear", "--no-project"]
         if spec.managed_python:
             venv.append("--managed-python")
@@ -122,6 +129,10 @@ def setup_steps(spec: EnvironmentSpec, uv: str) -> list[Step]:
     sync = [uv, "pip", "sync", str(spec.lock), "--python", str(env_python(spec.venv))]
     if spec.torch_backend:
         sync += ["--torch-backend", spec.torch_backend]
+    if reinstall and not fresh:
+        sync.append("--reinstall")
+    elif not fresh and (stamp is None or stamp.get("torch_backend") != spec.torch_backend):
+        sync += [arg for name in TORCH_PACKAGES for arg in ("--reinstall-package", name)]
     steps.append(Step("Installing the pinned packages", sync))
     return steps
 
@@ -139,8 +150,13 @@ def site_packages(venv: Path) -> Path:
 
 def mark_current(spec: EnvironmentSpec) -> None:
     """After the steps succeeded: put the app on the path and write the stamp last, so an
-    interrupted set-up is never mistaken for a finished one."""
-    (site_packages(spec.venv) / PTH_NAME).write_text(f"{spec.app_root}\n", encoding="utf-8")
+    interrupted set-up is never mistaken for a finished one.
+
+    Python 3.11 reads ``.pth`` files in the locale's encoding (a Windows code page), so the
+    path goes in as an ASCII-escaped string literal of an executed line, not as raw text.
+    """
+    line = f"import sys; sys.path.append({str(spec.app_root)!a})\n"
+    (site_packages(spec.venv) / PTH_NAME).write_text(line, encoding="ascii")
     tmp = spec.stamp.with_name(spec.stamp.name + ".tmp")
     tmp.write_text(json.dumps(spec.fingerprint(), indent=1), encoding="utf-8")
     os.replace(tmp, spec.stamp)

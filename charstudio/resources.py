@@ -1,12 +1,12 @@
 """Locate files shipped under the repository's ``resources/`` folder.
 
-The folder sits next to the package in a source checkout, is copied into the wheel as
-``charstudio/_resources`` and lies beside the executable in a frozen (PyInstaller) build.
+The folder sits next to the package in a source checkout (and in the Windows install's
+``app`` folder, which is laid out the same way) and is copied into the wheel as
+``charstudio/_resources``.
 """
 
 from __future__ import annotations
 
-import sys
 from functools import cache
 from pathlib import Path
 
@@ -15,9 +15,6 @@ from pathlib import Path
 def resources_dir() -> Path:
     here = Path(__file__).resolve().parent
     candidates = [here.parent / "resources", here / "_resources"]
-    frozen_root = getattr(sys, "_MEIPASS", None)
-    if frozen_root:
-        candidates.insert(0, Path(frozen_root) / "resources")
     for candidate in candidates:
         if candidate.is_dir():
             return candidate

@@ -171,7 +171,7 @@ def ensure_environment(spec: EnvironmentSpec, uv: str, run: Runner) -> int:
     if is_current(spec):
         return 0
     for step in setup_steps(spec, uv):
-        print(f"charstudio: {step.label.lower()}…", file=sys.stderr)
+        print(f"charstudio: {step.label[:1].lower()}{step.label[1:]}…", file=sys.stderr)
         code = run(step.argv)
         if code != 0:
             return code

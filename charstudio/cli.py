@@ -6,6 +6,7 @@ With no verb (or a project folder as the only argument) it opens the GUI.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -13,10 +14,27 @@ from pathlib import Path
 from typing import Any
 
 from charstudio import __version__
+from charstudio.atomic_files import FileInUseError
 from charstudio.catalog import COLORS, FLAGS, REJECT_REASONS, CatalogError, Project
 from charstudio.jobs import Progress, format_eta, run_job
+from charstudio.portable_paths import PathTooLongError
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def _text_output_for_every_name(json_output: bool) -> None:
+    """Let output name any file. Windows writes a redirected or piped stdout in its ANSI code
+    page (cp1252 …), which cannot encode most names (``山田``, ``Łukasz``) and would stop the
+    command with UnicodeEncodeError: ``--json`` output is UTF-8 (as JSON is), other text
+    escapes what the code page lacks. A console, or a UTF-8 stdout, is left alone."""
+    stream = sys.stdout
+    encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    if encoding == "utf8" or not isinstance(stream, io.TextIOWrapper):
+        return
+    if json_output:
+        stream.reconfigure(encoding="utf-8")
+    else:
+        stream.reconfigure(errors="backslashreplace")
 
 
 def _print_json(value: Any) -> None:
@@ -538,6 +556,31 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0 if out["status"] == "done" else 1
 
 
+def cmd_export_picks(args: argparse.Namespace) -> int:
+    from charstudio.catalog.queries import ImageFilter
+    from charstudio.jobs.queue import JobQueue
+
+    with Project.open(Path(args.project)) as project:
+        ids = project.catalog.filtered_ids(ImageFilter(view="picked"))
+        dest = Path(args.dest).expanduser().resolve()
+        job_id = JobQueue(project).submit("export", {"image_ids": ids, "dest": str(dest)})
+        ended = _run_queued(project, job_id, args.json)
+        job = project.catalog.job(job_id)
+        report = json.loads(job["result"]) if job.get("result") else {}
+        status = ended.status if ended else job["status"]
+    out = {"job_id": job_id, "status": status, "error": job.get("error"), "dest": str(dest)}
+    out.update(report)
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"copied {out.get('copied', 0)} picks ({out.get('captions', 0)} captions) to {dest}")
+        for failure in out.get("failed", []):
+            print(f"  {failure['path']}: {failure['error']}")
+        if out["error"]:
+            print(f"charstudio: error: {out['error']}", file=sys.stderr)
+    return 0 if status == "done" and not out.get("failed") else 1
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from charstudio.training.export import EXPORT_FOLDERS_SETTING, export_embedding
 
@@ -670,6 +713,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--remember", action="store_true", help="use the --to folders for later exports too"
     )
 
+    sub = verb("export-picks", cmd_export_picks, "copy the picked images (and captions) out")
+    sub.add_argument("project")
+    sub.add_argument("dest", help="folder to copy them to (existing files are never replaced)")
+
     sub = verb("analyze", cmd_analyze, "find faces, culling flags and near-duplicate stacks")
     sub.add_argument("project")
 
@@ -700,9 +747,10 @@ def main(argv: Sequence[str] | None = None, launch_gui: GuiLauncher | None = Non
     else:
         args = parser.parse_args(argv)
         if args.handler is not None:
+            _text_output_for_every_name(bool(getattr(args, "json", False)))
             try:
                 return int(args.handler(args))
-            except CatalogError as exc:
+            except (CatalogError, FileInUseError, PathTooLongError) as exc:
                 print(f"charstudio: error: {exc}", file=sys.stderr)
                 return 2
         gui_project = args.project

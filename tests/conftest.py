@@ -12,6 +12,7 @@ if "CHARSTUDIO_TEST_KEEP_CACHE" not in os.environ:
 
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="charstudio-test-cache-")
 
+import errno
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -49,3 +50,23 @@ def make_png() -> Callable[..., Path]:
         return path
 
     return make
+
+
+_REAL_REPLACE = os.replace
+
+
+@pytest.fixture
+def two_drives(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every folder is its own drive: ``os.replace`` between folders fails with EXDEV (Windows:
+    error 17), as between two volumes. Returns the refused (source, target) pairs."""
+    refused: list[tuple[str, str]] = []
+
+    def replace(src: object, dst: object) -> None:
+        a, b = os.fspath(src), os.fspath(dst)  # type: ignore[arg-type]
+        if os.path.dirname(os.path.abspath(a)) != os.path.dirname(os.path.abspath(b)):
+            refused.append((a, b))
+            raise OSError(errno.EXDEV, "Invalid cross-device link", a, None, b)
+        _REAL_REPLACE(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return refused

@@ -13,6 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CORE = [
     "charstudio",
+    "charstudio.atomic_files",
+    "charstudio.portable_paths",
     "charstudio.catalog",
     "charstudio.catalog.importer",
     "charstudio.metadata",

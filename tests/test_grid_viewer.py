@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QEvent, QPoint, Qt
 from PySide6.QtGui import QKeyEvent
-from PySide6.QtWidgets import QApplication, QDialog, QWidget
+from PySide6.QtWidgets import QApplication, QDialog, QFileDialog, QWidget
 
 from charstudio.catalog import Project
 from charstudio.catalog.records import utc_now
@@ -445,6 +445,27 @@ def test_save_grid_png_copies_the_jobs_png_or_draws_one(viewer, project, tmp_pat
     viewer.load_grid(project, grid_id)
     copied = viewer.save_grid_png(tmp_path / "copy.png")
     assert copied.read_bytes() == stored.read_bytes()
+
+
+def test_saving_over_a_grid_png_held_open_says_so(viewer, project, tmp_path, monkeypatch) -> None:
+    from charstudio import atomic_files
+
+    grid_id = make_grid(project, scores=SCORES)
+    viewer.load_grid(project, grid_id)
+    dest = tmp_path / "grid.png"
+    dest.write_bytes(b"open in a viewer")
+
+    def refuse(src: object, dst: object) -> None:
+        error = PermissionError(13, "Access is denied", str(dst))
+        error.winerror = 5  # type: ignore[attr-defined]  # Windows: the target is open
+        raise error
+
+    monkeypatch.setattr(atomic_files.os, "replace", refuse)
+    monkeypatch.setattr(atomic_files, "RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(dest), ""))
+    assert viewer.save_dialog() is None
+    assert "another program has it open" in viewer.note_label.text()
+    assert dest.read_bytes() == b"open in a viewer"
 
 
 def test_export_writes_the_embedding_and_remembers_the_folder(

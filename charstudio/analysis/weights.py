@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from charstudio.atomic_files import atomic_write
 from charstudio.engine.model_hash import default_cache_dir, sha256_file
 from charstudio.jobs.protocol import CancelToken, JobCanceled
 
@@ -134,31 +134,26 @@ def save_verified(
     file is removed.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
-    digest = hashlib.sha256()
-    try:
-        with tmp.open("wb") as out:
-            done = 0
-            while chunk := source.read(_CHUNK):
-                if cancel is not None and cancel.canceled:
-                    raise JobCanceled()
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
-            out.flush()
-            os.fsync(out.fileno())
+
+    def copy_checked(out: BinaryIO) -> None:
+        digest = hashlib.sha256()
+        done = 0
+        while chunk := source.read(_CHUNK):
+            if cancel is not None and cancel.canceled:
+                raise JobCanceled()
+            out.write(chunk)
+            digest.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
         actual = digest.hexdigest()
         if actual != expected_sha256:
             raise WeightsChecksumError(
                 f"{origin} has sha256 {actual}, not the expected {expected_sha256}; "
                 f"it was discarded"
             )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+
+    return atomic_write(dest, copy_checked)
 
 
 def download_weights(

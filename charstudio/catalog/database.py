@@ -2,28 +2,52 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
-from pathlib import Path
+import urllib.parse
+from pathlib import Path, PurePath
 
 import sqlite_utils
 
+from charstudio.atomic_files import write_bytes_atomic
 from charstudio.catalog.errors import CatalogError, CatalogTooNewError
 from charstudio.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 
 BUSY_TIMEOUT_MS = 10_000
 
 
+def sqlite_uri(path: PurePath, mode: str = "ro") -> str:
+    """A SQLite ``file:`` URI for an absolute path, as SQLite reads them: a drive path
+    (``file:///C:/...``), a Windows network share (``file:////server/share/...``; the
+    ``file://server/...`` that ``Path.as_uri`` gives is an error to SQLite), and spaces,
+    ``#``, ``?``, ``%`` and non-ASCII characters percent-encoded as UTF-8."""
+    text = path.as_posix()
+    if not text.startswith("/"):
+        text = "/" + text  # C:/Users/... -> /C:/Users/...
+    return f"file://{urllib.parse.quote(text, safe='/:')}?mode={mode}"
+
+
 def read_schema_version(path: Path) -> int:
     """Schema version of an existing catalog, read without writing anything to it."""
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn = sqlite3.connect(sqlite_uri(path.resolve()), uri=True)
         try:
             return int(conn.execute("PRAGMA user_version").fetchone()[0])
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
         raise CatalogError(f"{path}: not a charstudio catalog or damaged ({exc})") from exc
+
+
+def _backup(path: Path, dest: Path) -> None:
+    """A whole copy of the catalog at ``dest``, written atomically. Read through SQLite, so
+    transactions still in the ``-wal`` file (after a crash) are in it: a copy of the main file
+    alone would miss them."""
+    conn = sqlite3.connect(sqlite_uri(path.resolve()), uri=True)
+    try:
+        data = conn.serialize()
+    finally:
+        conn.close()
+    write_bytes_atomic(dest, data)
 
 
 def connect(path: Path, *, migrate: bool = True) -> sqlite_utils.Database:
@@ -41,7 +65,7 @@ def connect(path: Path, *, migrate: bool = True) -> sqlite_utils.Database:
             "catalog was not modified."
         )
     if existed and 0 < version < SCHEMA_VERSION and migrate:
-        shutil.copy2(path, path.with_name(f"{path.name}.v{version}.bak"))
+        _backup(path, path.with_name(f"{path.name}.v{version}.bak"))
 
     conn = sqlite3.connect(path, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     db = sqlite_utils.Database(conn)

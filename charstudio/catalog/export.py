@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from charstudio.catalog.files import copy_atomic, free_path
+from charstudio.atomic_files import copy_file_atomic
+from charstudio.catalog.files import free_path
 from charstudio.catalog.project import Project
 from charstudio.jobs.protocol import CancelToken, Job, ProgressClock
 
@@ -36,7 +37,8 @@ def export_images(
     cancel: CancelToken | None = None,
 ) -> Job[ExportReport]:
     """Copy the images to ``dest``; a caption ``.txt`` beside an image goes along with it.
-    Existing files in ``dest`` are never overwritten: a copy gets a ``-1`` style suffix."""
+    Existing files in ``dest`` are never overwritten: a copy gets a ``-1`` style suffix, and a
+    name Windows refuses is changed into one it accepts."""
     report = ExportReport()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -50,11 +52,11 @@ def export_images(
         source = project.file_path(project.catalog.image(image_id).path)
         try:
             target = free_path(dest, source.name, taken)
-            copy_atomic(source, target)
+            copy_file_atomic(source, target)
             report.copied += 1
             caption = source.with_suffix(".txt")
             if caption.is_file():
-                copy_atomic(caption, target.with_suffix(".txt"))
+                copy_file_atomic(caption, target.with_suffix(".txt"))
                 report.captions += 1
         except OSError as exc:
             report.failed.append({"path": str(source), "error": exc.strerror or str(exc)})

@@ -7,6 +7,7 @@ file, so an import killed half-way leaves only whole rows behind and can simply 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from charstudio.catalog.files import copy_atomic, free_path
+from charstudio.atomic_files import copy_file_atomic, remove_file
+from charstudio.catalog.files import free_path
 from charstudio.catalog.project import Project
 from charstudio.catalog.records import ImageRecord
 from charstudio.jobs.protocol import CancelToken, Job, ProgressClock
@@ -170,8 +172,16 @@ def _stored_sweep(probe: ImageProbe) -> dict[str, str]:
 def _copy_into(project: Project, source: Path) -> Path:
     """Copy ``source`` into the project's images/ under a free name, atomically."""
     dest = free_path(project.images_dir, source.name)
-    copy_atomic(source, dest)
+    copy_file_atomic(source, dest)
     return dest
+
+
+def _remove_copy(copied: Path | None) -> None:
+    """Take back a copy whose catalog row could not be added. One that stays open elsewhere
+    (antivirus scanning it) is left behind rather than hiding the real failure."""
+    if copied is not None:
+        with contextlib.suppress(OSError):
+            remove_file(copied)
 
 
 def _is_inside(path: Path, folder: Path) -> bool:
@@ -257,8 +267,7 @@ def _add_one(
         target = copied or item.path
         image_id = catalog.add_image(_record(project.catalog_path_for(target), item, job_id))
     except sqlite3.IntegrityError:
-        if copied is not None:
-            copied.unlink(missing_ok=True)
+        _remove_copy(copied)
         report.fail(
             item.path,
             "this path is already in the catalog with other content (the file changed since "
@@ -266,8 +275,7 @@ def _add_one(
         )
         return
     except OSError as exc:
-        if copied is not None:
-            copied.unlink(missing_ok=True)
+        _remove_copy(copied)
         report.fail(item.path, f"cannot copy into the project ({exc.strerror or exc})")
         return
     known.add(item.sha256)

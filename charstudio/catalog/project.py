@@ -9,15 +9,54 @@ from pathlib import Path, PurePosixPath
 from charstudio.catalog.catalog import Catalog
 from charstudio.catalog.errors import CatalogError
 from charstudio.catalog.records import utc_now
+from charstudio.portable_paths import (
+    folder_room_problem,
+    is_windows_reserved,
+    portable_name,
+    windows_name_problem,
+)
 
 CATALOG_NAME = "charstudio.sqlite"
 SUBFOLDERS = ("images", "models", "embeddings", "loras", "runs", "grids")
 
 
+# Characters of the name kept in a new project's folder name and in a default token.
+FOLDER_NAME_LENGTH = 48
+_TOKEN_LENGTH = 48
+MAX_TOKEN_LENGTH = 64  # as for an embedding name (training.token_names)
+
+
 def default_token(name: str) -> str:
-    """A trigger token from the character's name: lower-case letters and digits only."""
-    token = re.sub(r"[^a-z0-9]", "", name.lower())
-    return token or "character"
+    """A trigger token from the character's name: lower-case letters and digits only, never a
+    name Windows reserves (a character called "Con" gets ``con_char``: ``con.pt`` would be a
+    device on Windows)."""
+    token = re.sub(r"[^a-z0-9]", "", name.lower())[:_TOKEN_LENGTH] or "character"
+    return f"{token}_char" if is_windows_reserved(token) else token
+
+
+def project_folder_name(name: str) -> str:
+    """The folder name a new project gets from the character's name: its letters (any
+    script), digits, ``_`` and ``-`` with other runs made ``-``, at most
+    :data:`FOLDER_NAME_LENGTH` characters, and a name Windows accepts."""
+    slug = re.sub(r"[^\w\-]+", "-", name.strip()).strip("-")[:FOLDER_NAME_LENGTH]
+    return portable_name(slug.strip("-"), max_length=FOLDER_NAME_LENGTH, fallback="character")
+
+
+def _token_problem(token: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", token):
+        return f"token {token!r}: use letters, digits, '_' or '-' only (it is typed in prompts)"
+    if len(token) > MAX_TOKEN_LENGTH:
+        return f"token {token!r} is longer than {MAX_TOKEN_LENGTH} characters"
+    return windows_name_problem(token, what="token")
+
+
+def _deepest_file(root: Path) -> str:
+    """The deepest file charstudio makes in every project, relative to it: a thumbnail (run
+    folders are checked when a run starts). Temporary files beside a file that only just fits
+    get short names, so they fit too."""
+    from charstudio.metadata.thumbcache import thumbnail_path
+
+    return thumbnail_path(root, "0" * 64).relative_to(root).as_posix()
 
 
 def is_project(folder: Path) -> bool:
@@ -39,16 +78,19 @@ class Project:
         if not name.strip():
             raise CatalogError("the character needs a name")
         token = token if token is not None else default_token(name)
-        if not re.fullmatch(r"[A-Za-z0-9_\-]+", token):
-            raise CatalogError(
-                f"token {token!r}: use letters, digits, '_' or '-' only (it is typed in prompts)"
-            )
+        problem = _token_problem(token) or folder_room_problem(folder, _deepest_file(folder))
+        if problem:
+            raise CatalogError(problem)
         for sub in ("", *SUBFOLDERS):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         catalog = Catalog(folder / CATALOG_NAME)
-        catalog.set_setting("name", name.strip())
-        catalog.set_setting("token", token)
-        catalog.set_setting("created_at", utc_now())
+        try:
+            catalog.set_setting("name", name.strip())
+            catalog.set_setting("token", token)
+            catalog.set_setting("created_at", utc_now())
+        except BaseException:
+            catalog.close()  # Windows cannot delete or move a folder with an open catalog
+            raise
         return cls(folder, catalog)
 
     @classmethod
@@ -62,8 +104,12 @@ class Project:
                 "create one with 'charstudio new'"
             )
         catalog = Catalog(folder / CATALOG_NAME)
-        for sub in SUBFOLDERS:  # recreate folders an artist may have deleted
-            (folder / sub).mkdir(exist_ok=True)
+        try:
+            for sub in SUBFOLDERS:  # recreate folders an artist may have deleted
+                (folder / sub).mkdir(exist_ok=True)
+        except BaseException:
+            catalog.close()  # Windows cannot delete or move a folder with an open catalog
+            raise
         return cls(folder, catalog)
 
     def close(self) -> None:

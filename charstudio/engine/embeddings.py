@@ -28,10 +28,12 @@ import hashlib
 import os
 import pickle
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from charstudio.atomic_files import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -153,7 +155,10 @@ def embedding_from_data(
 
     if not isinstance(tensor, torch.Tensor):
         raise EmbeddingError(f"{label}: the vectors are not a tensor")
-    vectors = tensor.detach().to("cpu", torch.float32)
+    # A copy that owns its memory: a tensor from safetensors' load_file is a view of the file
+    # mapped into memory, and Windows cannot replace or delete a mapped file (re-exporting or
+    # retraining NAME.safetensors) while the library caches this embedding.
+    vectors = tensor.detach().to("cpu", torch.float32, copy=True)
     if vectors.ndim == 1:  # diffusers concepts store a single vector as [768]
         vectors = vectors.unsqueeze(0)
     if vectors.ndim != 2 or vectors.shape[0] == 0:
@@ -229,15 +234,12 @@ def _as_vectors(vectors: torch.Tensor) -> torch.Tensor:
     return out.contiguous().clone()
 
 
-def _write_atomically(path: Path, write: Any) -> None:
-    """Write through a temporary file and rename, so a crash never leaves a half-written file."""
+def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write through a hidden temporary file that is flushed to disk and renamed (see
+    :mod:`charstudio.atomic_files`), so a crash never leaves a half-written file;
+    :class:`EmbeddingLibrary` skips the temporary file's dot-name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, write)
 
 
 def save_a1111_pt(
@@ -264,7 +266,8 @@ def save_a1111_pt(
         "sd_checkpoint": checkpoint_hash,
         "sd_checkpoint_name": checkpoint_name,
     }
-    _write_atomically(path, lambda tmp: torch.save(data, tmp))
+    # Saved through the open file, so the zip's top folder is "archive" whatever the file name.
+    _write_atomically(path, lambda fh: torch.save(data, fh))
     return path
 
 
@@ -272,12 +275,12 @@ def save_safetensors(
     path: Path | str, vectors: torch.Tensor, metadata: Mapping[str, str] | None = None
 ) -> Path:
     """Write a ``.safetensors`` embedding holding one tensor ``emb_params`` (+ text metadata)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     tensors = {"emb_params": _as_vectors(vectors)}
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-    _write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta or None))
+    _write_atomically(path, lambda fh: fh.write(save(tensors, metadata=meta or None)))
     return path
 
 

@@ -11,6 +11,7 @@ into ``grids/`` and the catalog's ``grids`` table.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from charstudio.atomic_files import remove_file
 from charstudio.catalog.importer import image_record
 from charstudio.catalog.records import utc_now
 from charstudio.engine.requests import GenerateRequest
@@ -252,8 +254,10 @@ def _record_batch(
         twin = catalog.image_by_sha256(sha256)
         if twin is not None and twin.id is not None:
             # Pixel-identical to an image already catalogued (a sweep that repeats a value):
-            # the catalog keeps one row per picture, so this cell shows the earlier one.
-            target.unlink()
+            # the catalog keeps one row per picture, so this cell shows the earlier one. A copy
+            # that stays open elsewhere (antivirus scanning it) is left behind, uncatalogued.
+            with contextlib.suppress(OSError):
+                remove_file(target)
             made[index] = (twin.id, image)
             result.image_ids.append(twin.id)
             result.paths.append(twin.path)

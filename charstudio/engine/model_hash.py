@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from charstudio.atomic_files import write_bytes_atomic
+
 __all__ = [
     "HashCache",
     "default_cache_dir",
@@ -104,9 +106,8 @@ class HashCache:
         payload = json.dumps({"version": _CACHE_VERSION, "entries": self._entries}, indent=1)
         try:
             self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_file.with_name(f"{self.cache_file.name}.{os.getpid()}.tmp")
-            tmp.write_text(payload, encoding="utf-8")
-            os.replace(tmp, self.cache_file)
+            # A cache: not fsynced (a lost update costs a re-hash, like a broken file).
+            write_bytes_atomic(self.cache_file, payload.encode("utf-8"), durable=False)
         except OSError:
             pass  # a cache that cannot be written only costs a re-hash next time
 

@@ -11,12 +11,13 @@ Error messages are written for artists; callers add the file path.
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from charstudio.atomic_files import atomic_write
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -491,8 +492,9 @@ def write_png(
 ) -> None:
     """Save ``image`` as PNG with A1111's ``parameters`` text chunk, atomically.
 
-    The file is written under a hidden temporary name in the same folder and renamed over
-    ``path``, so a crash never leaves a half-written image there (the importer skips dot-files).
+    The file is written under a hidden temporary name in the same folder, flushed to disk and
+    renamed over ``path`` (see :mod:`charstudio.atomic_files`), so a crash never leaves a
+    half-written image there (the importer skips dot-files).
     """
     from PIL import PngImagePlugin  # Pillow is only needed for writing
 
@@ -511,19 +513,7 @@ def write_png(
             # tEXt is Latin-1 only; iTXt holds UTF-8 (what Pillow and A1111 do too).
             info.add_itxt(key, value)
 
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 lets the umask decide permissions, unlike mkstemp's 0o600.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format="PNG", pnginfo=info)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: image.save(fh, format="PNG", pnginfo=info))
 
 
 def _is_latin1(text: str) -> bool:

@@ -8,11 +8,11 @@ worker threads make thumbnails in parallel.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 from PIL import Image, ImageOps
+
+from charstudio.atomic_files import atomic_write
 
 THUMB_EDGE = 320  # the longest edge; the grid's largest thumbnail size
 CACHE_DIR = Path("cache") / "thumbnails"
@@ -31,18 +31,20 @@ def make_thumbnail(source: Path, target: Path, edge: int = THUMB_EDGE) -> Path:
         if image.mode != "RGB":
             image = image.convert("RGB")
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
-        try:
-            image.save(tmp, "JPEG", quality=88)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        # A cache: no fsync, and a thumbnail that another thread made and the grid holds open
+        # (Windows cannot replace an open file) is kept: it is the same picture.
+        atomic_write(
+            target,
+            lambda fh: image.save(fh, "JPEG", quality=88),
+            durable=False,
+            keep_existing=True,
+        )
     return target
 
 
 def ensure_thumbnail(project_root: Path, source: Path, sha256: str, edge: int = THUMB_EDGE) -> Path:
     """The cached thumbnail of an image, made first if needed. Raises OSError when the source
-    is missing or unreadable."""
+    is missing or unreadable, or (Windows) when the cache path is too long."""
     target = thumbnail_path(project_root, sha256, edge)
     if target.is_file():
         return target

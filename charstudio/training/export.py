@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charstudio.catalog.records import utc_now
+from charstudio.portable_paths import windows_name_problem
 from charstudio.training import records
 
 if TYPE_CHECKING:
@@ -54,7 +55,8 @@ def export_embedding(
     name: str | None = None,
 ) -> ExportResult:
     """Write step ``step`` of run ``run_id`` as ``NAME.pt`` and ``NAME.safetensors`` into the
-    project's embeddings/ and ``folders``; mark the step chosen on the run's grids."""
+    project's embeddings/ and ``folders``; mark the step chosen on the run's grids. A name
+    that cannot be a file name on Windows (``con``, ``a/b``, ``name.``) is a ValueError."""
     from charstudio.engine.embeddings import load_embedding, save_a1111_pt, save_safetensors
 
     catalog = project.catalog
@@ -68,6 +70,9 @@ def export_embedding(
     source = project.root / checkpoint.path
     embedding = load_embedding(source, width=None)  # our own file: any width the run used
     name = (name or run.name).strip()
+    problem = windows_name_problem(name, what="export name")
+    if problem:
+        raise ValueError(problem)
     model_hash = run.params.get("model_hash")
     model_name = run.params.get("model_name")
     targets = [project.root / "embeddings", *(Path(f).expanduser() for f in folders)]

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from charstudio.atomic_files import remove_file
+
 if TYPE_CHECKING:
     from charstudio.catalog.project import Project
 
@@ -46,4 +48,6 @@ def pause_requested(folder: Path) -> bool:
 
 
 def clear_pause(folder: Path) -> None:
-    (folder / PAUSE_FILE).unlink(missing_ok=True)
+    """Remove the flag; retried while another program holds it open (Windows), then
+    :class:`~charstudio.atomic_files.FileInUseError` names it."""
+    remove_file(folder / PAUSE_FILE)

@@ -18,17 +18,18 @@ on disk before their catalog row is committed.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
-import os
 import re
-import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from charstudio.atomic_files import atomic_write, remove_file, write_bytes_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -57,30 +58,10 @@ KEEP_STATES = 2
 _STATE_NAME = re.compile(r"state-(\d+)\.pt")
 
 
-def _fsync(path: Path) -> None:
-    # Read-write: Windows refuses to flush a handle opened read-only.
-    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+def write_atomic_bytes(path: Path, data: bytes) -> Path:
     """Write via a hidden temporary file, flush it to disk, rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def write_atomic_bytes(path: Path, data: bytes) -> Path:
-    return _write_atomic(path, lambda tmp: tmp.write_bytes(data))
+    return write_bytes_atomic(path, data)
 
 
 def write_json(path: Path, value: Any) -> Path:
@@ -125,8 +106,9 @@ def save_checkpoint(
     model_hash: str | None,
     model_name: str | None,
 ) -> SavedCheckpoint:
-    """Write ``NAME-<step>.pt`` and ``.safetensors`` with the engine's writers, flush both to
-    disk and return the .pt's sha256. The files' own ``name`` is the file stem, as A1111's."""
+    """Write ``NAME-<step>.pt`` and ``.safetensors`` with the engine's writers (which flush
+    them to disk before renaming them into place) and return the .pt's sha256. The files' own
+    ``name`` is the file stem, as A1111's."""
     from charstudio.engine.embeddings import save_a1111_pt, save_safetensors
 
     stem = checkpoint_stem(name, step)
@@ -142,8 +124,6 @@ def save_checkpoint(
     if model_hash:
         metadata["sd_checkpoint"] = model_hash
     tensors = save_safetensors(folder / f"{stem}.safetensors", vectors, metadata)
-    for path in (pt, tensors):
-        _fsync(path)
     return SavedCheckpoint(step, pt, tensors, sha256_file(pt))
 
 
@@ -154,14 +134,13 @@ def save_state(folder: Path, step: int, state: dict[str, Any]) -> Path:
     """Write ``state/state-<step>.pt`` and keep only the newest few."""
     import torch
 
-    def write(tmp: Path) -> None:
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        tmp.write_bytes(buffer.getvalue())
-
-    path = _write_atomic(folder / STATE_FOLDER / f"state-{step:06d}.pt", write)
+    path = folder / STATE_FOLDER / f"state-{step:06d}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: torch.save(state, fh))
     for old in _state_files(folder)[KEEP_STATES:]:
-        old[1].unlink(missing_ok=True)
+        # One held open elsewhere (antivirus) is left for the next save to remove.
+        with contextlib.suppress(OSError):
+            remove_file(old[1])
     return path
 
 

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from charstudio import __version__
 from charstudio.jobs.protocol import CancelToken, Job, JobCanceled, JobError, ProgressClock
+from charstudio.portable_paths import WINDOWS_MAX_PATH, path_length_problem
 from charstudio.training import records
 from charstudio.training.dataset import ImageSelectionError, TrainingImage, gather_images
 from charstudio.training.pause import clear_pause, pause_requested
@@ -47,6 +48,7 @@ from charstudio.training.run_files import (
     SETTINGS_JSON,
     SavedCheckpoint,
     append_loss_row,
+    checkpoint_stem,
     latest_state,
     newest_state_step,
     read_loss_rows,
@@ -70,11 +72,13 @@ __all__ = [
     "TrainingError",
     "check_train_params",
     "plan_training",
+    "run_path_problem",
     "train_ti_job",
 ]
 
 PARAM_KEYS = ("settings", "model", "vae", "images", "resume_run_id", "max_steps", "device")
 RUNS_FOLDER = "runs"
+RUN_FOLDER_NAME_LENGTH = 24  # characters of the embedding name in a run folder's name
 _STEP_SUFFIX = re.compile(r"-(\d+)$")
 
 
@@ -176,6 +180,11 @@ def _new_plan(project: Project, params: dict[str, Any]) -> TrainPlan:
         seed=_resolved_seed(settings.seed),
         preview_seed=_resolved_seed(settings.preview_seed),
     )
+    too_long = run_path_problem(
+        project.root, _run_folder(999, settings.name), settings.name, settings.end_step()
+    )
+    if too_long:
+        raise TrainingError(too_long)
     return TrainPlan(
         settings,
         images,
@@ -199,6 +208,9 @@ def _resume_plan(project: Project, params: dict[str, Any], run: records.RunRecor
             f"run {run.id} cannot resume: {len(missing)} of its images are missing, e.g. "
             f"{missing[0]}"
         )
+    too_long = run_path_problem(project.root, run.folder, settings.name, settings.end_step())
+    if too_long:
+        raise TrainingError(f"run {run.id} cannot resume: {too_long}")
     return TrainPlan(
         settings,
         images,
@@ -249,14 +261,39 @@ def check_train_params(project: Project, params: dict[str, Any]) -> tuple[list[s
 # -- the run folder and its rows -------------------------------------------------------------
 
 
+def _run_folder(number: int, name: str) -> str:
+    """``runs/ti-<NNN>-<name>``, the name cut to :data:`RUN_FOLDER_NAME_LENGTH` characters
+    (the files inside carry the whole name) to keep paths short for Windows."""
+    return f"{RUNS_FOLDER}/ti-{number:03d}-{name[:RUN_FOLDER_NAME_LENGTH]}"
+
+
 def _new_run_folder(project: Project, name: str) -> str:
     taken = {run.folder for run in records.list_runs(project.catalog, kind=None)}
     number = 1
     while True:
-        folder = f"{RUNS_FOLDER}/ti-{number:03d}-{name}"
+        folder = _run_folder(number, name)
         if folder not in taken and not (project.root / folder).exists():
             return folder
         number += 1
+
+
+def run_path_problem(project_root: Path, folder: str, name: str, end_step: int) -> str | None:
+    """Why the files of a run in ``folder`` (relative to the project) would not fit Windows'
+    path limit, in words; None when they fit (always, off Windows or with long paths on)."""
+    root = project_root / folder
+    stem = checkpoint_stem(name, end_step)
+    deepest = max(
+        (root / PREVIEW_FOLDER / f"{stem}.png", root / f"{stem}.safetensors"),
+        key=lambda p: len(str(p)),
+    )
+    if path_length_problem(deepest) is None:
+        return None
+    return (
+        f"the run's files would have paths up to {len(str(deepest))} characters long (e.g. "
+        f"{deepest}), but Windows allows only {WINDOWS_MAX_PATH} (long paths are not enabled "
+        "on this PC); use a shorter embedding name or move the project nearer the top of the "
+        "drive"
+    )
 
 
 def _run_params(project: Project, plan: TrainPlan, components: Any = None) -> dict[str, Any]:

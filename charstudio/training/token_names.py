@@ -1,15 +1,17 @@
 """Checks on an embedding's name, which is also the word typed in prompts to use it.
 
 A1111 finds an embedding in a prompt by the CLIP tokens of its file name, so the name must be a
-usable file name and should be a made-up word: a name CLIP already knows (``woman``, ``emma``,
-``red_hair``) makes the placeholder fight the word's meaning wherever the name is typed, and the
-training starts from a concept the artist did not choose. That is a warning, not an error.
+usable file name, on Windows too (``con`` or ``nul`` are devices there), and should be a
+made-up word: a name CLIP already knows (``woman``, ``emma``, ``red_hair``) makes the
+placeholder fight the word's meaning wherever the name is typed, and the training starts from a
+concept the artist did not choose. That is a warning, not an error.
 """
 
 from __future__ import annotations
 
 import re
 
+from charstudio.portable_paths import windows_name_problem
 from charstudio.prompts import ClipTokenizer, get_clip_tokenizer
 
 __all__ = ["token_name_problems", "token_name_warnings"]
@@ -33,7 +35,8 @@ def token_name_problems(name: str) -> list[str]:
         ]
     if len(name) > _MAX_LENGTH:
         return [f"embedding name {name!r} is longer than {_MAX_LENGTH} characters"]
-    return []
+    problem = windows_name_problem(name, what="embedding name")  # e.g. con, nul, com1
+    return [problem] if problem else []
 
 
 def _whole_word_token(tokenizer: ClipTokenizer, text: str) -> str | None:

@@ -16,7 +16,6 @@ E opens the focused cell (``openImage``), C chooses the focused column's step, Z
 from __future__ import annotations
 
 import itertools
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +62,7 @@ from charstudio.analysis.identity import (
     step_scores,
     suggest_step,
 )
+from charstudio.atomic_files import copy_file_atomic
 from charstudio.catalog import Project
 from charstudio.engine.sweeps import model_display_name
 from charstudio.training import records
@@ -922,7 +922,12 @@ class GridViewer(QWidget):
         )
         if not path:
             return None
-        saved = self.save_grid_png(Path(path))
+        try:
+            saved = self.save_grid_png(Path(path))
+        except OSError as error:  # held open by a viewer, a path too long for Windows …
+            self.show_note(f"Could not save the grid: {error}")
+            self.message.emit(f"Could not save the grid: {error}")
+            return None
         self.show_note(f"Saved the grid to {saved}")
         self.message.emit(f"Grid saved to {saved}")
         return saved
@@ -938,7 +943,7 @@ class GridViewer(QWidget):
         dest.parent.mkdir(parents=True, exist_ok=True)
         stored = self._project.file_path(self._record.path) if self._record.path else None
         if stored is not None and stored.is_file():
-            shutil.copyfile(stored, dest)
+            copy_file_atomic(stored, dest)
         else:
             from charstudio.metadata.imagefile import write_png
 

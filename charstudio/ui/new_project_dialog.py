@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from PySide6.QtWidgets import (
@@ -17,7 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from charstudio.catalog.project import default_token
+from charstudio.catalog.project import default_token, project_folder_name
 
 
 class NewProjectDialog(QDialog):
@@ -55,8 +54,7 @@ class NewProjectDialog(QDialog):
         self._update()
 
     def project_folder(self) -> Path:
-        slug = re.sub(r"[^A-Za-z0-9_\-]+", "-", self.name.text().strip()).strip("-")
-        return Path(self.location.text()).expanduser() / (slug or "character")
+        return Path(self.location.text()).expanduser() / project_folder_name(self.name.text())
 
     def token_text(self) -> str:
         return self.token.text().strip() or default_token(self.name.text())

@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(f"relock: {problem}", file=sys.stderr)
         if not problems:
-            print(f"relock: {LOCK_FILE.relative_to(ROOT)} is URL-free and installs on {PLATFORMS}")
+            platforms = " and ".join(PLATFORMS)
+            print(f"relock: {LOCK_FILE.relative_to(ROOT)} is URL-free and installs on {platforms}")
         return 1 if problems else 0
 
     SCRATCH.mkdir(parents=True, exist_ok=True)

@@ -220,7 +220,8 @@ def test_sampler_names_follow_a1111_menu_order() -> None:
         "LCM",
     ]
     assert SCHEDULE_TYPES[:4] == ["Automatic", "Uniform", "Karras", "Exponential"]
-    assert schedule_types_for("Euler a") == ["Automatic", "Uniform", "SGM Uniform"]
+    assert schedule_types_for("Euler a") == SCHEDULE_TYPES  # as in A1111: every schedule
+    assert schedule_types_for("LCM") == ["Automatic", "Uniform"]
     assert schedule_types_for("DDIM") == ["Automatic"]
 
 
@@ -265,8 +266,8 @@ def test_unknown_sampler_names_list_the_known_ones() -> None:
 def test_unknown_or_unavailable_schedule_types_are_clear_errors() -> None:
     with pytest.raises(ValueError, match=r"Unknown schedule type 'Karas'.*Karras"):
         resolve_sampler("Euler", "Karas")
-    with pytest.raises(ValueError, match="'Karras' is not available for sampler 'Euler a'"):
-        resolve_sampler("Euler a", "Karras")
+    with pytest.raises(ValueError, match="'Karras' is not available for sampler 'LCM'"):
+        resolve_sampler("LCM", "Karras")
     with pytest.raises(ValueError, match=r"'Simple' is not available.*Automatic, Uniform"):
         resolve_sampler("DPM++ 2M Simple")
 
@@ -366,3 +367,21 @@ def test_importing_the_engine_modules_loads_neither_torch_nor_diffusers() -> Non
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert json.loads(out.stdout) == []
+
+
+@pytest.mark.parametrize("schedule", ["Karras", "Exponential", "Beta"])
+def test_euler_a_walks_the_same_sigmas_as_euler_on_every_schedule(schedule: str) -> None:
+    # A1111 lets Euler a take any schedule type; diffusers' class has no sigma options.
+    ancestral = _build(resolve_sampler("Euler a", schedule))
+    ancestral.set_timesteps(STEPS)
+    euler = _build(resolve_sampler("Euler", schedule))
+    euler.set_timesteps(STEPS)
+    assert np.allclose(ancestral.sigmas.numpy(), euler.sigmas.numpy(), rtol=1e-6)
+    assert np.allclose(ancestral.timesteps.numpy(), euler.timesteps.numpy(), atol=1e-3)
+    assert ancestral.init_noise_sigma == pytest.approx(float(euler.init_noise_sigma), rel=1e-6)
+    assert not np.allclose(_sigmas("Euler a", schedule), _sigmas("Euler a", "Uniform"))
+    karras_image = _sample(ancestral)
+    uniform_image = _sample(_build(resolve_sampler("Euler a", "Uniform")))
+    assert torch.isfinite(karras_image).all()
+    assert not torch.allclose(karras_image, uniform_image)
+    assert resolve_sampler("Euler a Karras") == resolve_sampler("Euler a", "Karras")

@@ -423,3 +423,54 @@ def test_sampler_axis_refuses_a1111_samplers_charstudio_cannot_run() -> None:
     # One sampler list for the whole engine: a sweep fails when planned, not mid-job.
     with pytest.raises(ValueError, match="not available in charstudio"):
         parse_axis("Sampler:Euler a, DPM fast")
+
+
+# --- the axes A1111 has beyond the first ones ---------------------------------------------------
+
+
+def test_clip_skip_schedule_type_and_vae_axes_set_their_field() -> None:
+    base = settings(vae="vae-ft-mse.safetensors")
+    assert [parse_axis("Clip skip:1-2").apply(base, i).clip_skip for i in (0, 1)] == [1, 2]
+    schedules = parse_axis("Schedule type:karras, exponential, SGM uniform")
+    assert schedules.values == ("Karras", "Exponential", "SGM Uniform")
+    assert schedules.apply(base, 1).schedule_type == "Exponential"
+    assert schedules.labels[0] == "Schedule type: Karras"
+    vaes = parse_axis("VAE:None, other-vae.safetensors")
+    assert [vaes.apply(base, i).vae for i in (0, 1)] == [None, "other-vae.safetensors"]
+    assert vaes.labels == ("VAE: None", "VAE: other-vae.safetensors")
+    with pytest.raises(ValueError, match="Schedule type axis: Unknown schedule type 'Karas'"):
+        parse_axis("Schedule type:Karas")
+    with pytest.raises(ValueError, match="Clip skip axis: 0 is below the minimum 1"):
+        parse_axis("Clip skip:0-2")
+
+
+def test_prompt_order_axis_takes_every_ordering_where_the_parts_stand() -> None:
+    base = settings(prompt="photo of a woman, smiling, gray background, 8k")
+    axis = parse_axis("Prompt order:gray background, smiling, woman")
+    assert len(axis) == 6  # 3! orderings, in A1111's order
+    assert axis.labels[0] == "gray background, smiling, woman"
+    prompts = [axis.apply(base, i).prompt for i in range(len(axis))]
+    # The first place in the prompt (where "woman" stood) gets the ordering's first part.
+    assert prompts[0] == "photo of a gray background, smiling, woman, 8k"
+    assert prompts[5] == "photo of a woman, smiling, gray background, 8k"  # reversed = original
+    assert len(set(prompts)) == 6
+    assert axis.apply(base, 0).negative_prompt == base.negative_prompt
+    # Rebuilding the axis from its own values keeps the orderings.
+    assert Axis(axis.type, axis.values) == axis
+    with pytest.raises(ValueError, match="Prompt order did not find 'hat' in the prompt"):
+        parse_axis("Prompt order:hat, smiling").apply(base, 0)
+    with pytest.raises(ValueError, match="listed only once"):
+        parse_axis("Prompt order:smiling, smiling")
+
+
+def test_prompt_order_cells_record_their_ordering() -> None:
+    base = settings(prompt="a, b")
+    plan = plan_sweep(base, parse_axis("Prompt order:a, b"), None, None, keep_random_seeds=False)
+    assert [cell.settings.prompt for cell in plan.cells] == ["a, b", "b, a"]
+    assert plan.cell_at(1).coordinates == {"X axis": "Prompt order", "X": "b, a"}
+
+
+def test_vae_axis_changes_least_often_like_checkpoints() -> None:
+    vaes, steps = parse_axis("VAE:None, v.safetensors"), parse_axis("Steps:10, 20")
+    plan = plan_sweep(settings(), vaes, steps, None, keep_random_seeds=False)
+    assert [c.settings.vae for c in plan.cells] == [None, None, "v.safetensors", "v.safetensors"]

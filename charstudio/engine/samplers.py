@@ -49,6 +49,7 @@ __all__ = [
     "make_scheduler",
     "resolve_sampler",
     "sampler_available",
+    "schedule_label",
     "schedule_types_for",
 ]
 
@@ -128,6 +129,8 @@ class SamplerSpec:
     config: Mapping[str, Any] = field(hash=False)
     # The scheduler draws fresh noise every step: pass one generator per image (seeds.py).
     stochastic: bool = False
+    # Karras/Exponential/Beta applied by sigma_schedules.py (the diffusers class lacks them).
+    sigma_schedule: str | None = None
     # Its step noise comes from Brownian trees seeded by the image seeds (DPM++ SDE).
     brownian: bool = False
     requires: tuple[str, ...] = ()
@@ -147,6 +150,7 @@ class _Sampler:
     sigma_flags: bool = True  # the class has use_karras/exponential/beta_sigmas
     spacing: bool = True  # the class has timestep_spacing
     timesteps_sampler: bool = False  # A1111 ignores the schedule type for it
+    own_sigma_schedules: bool = False  # the sigma flags are applied by sigma_schedules.py
     stochastic: bool = False
     brownian: bool = False
     requires: tuple[str, ...] = ()
@@ -250,10 +254,10 @@ _SAMPLERS: tuple[_Sampler, ...] = (
         "Euler a",
         "EulerAncestralDiscreteScheduler",
         {},
-        sigma_flags=False,
         stochastic=True,
         aliases=("k_euler_a", "k_euler_ancestral"),
-        notes="Karras, Exponential and Beta are unavailable (diffusers' class lacks them).",
+        # diffusers' class has no sigma flags: sigma_schedules.py supplies them.
+        own_sigma_schedules=True,
     ),
     _Sampler(
         "Euler",
@@ -434,6 +438,14 @@ def _schedule_label(schedule_type: str | None) -> str:
     return label
 
 
+def schedule_label(schedule_type: str) -> str:
+    """The canonical A1111 label of a schedule type written in any case or alias
+    (``"karras"`` -> ``"Karras"``); ValueError naming the known ones when unknown."""
+    if not schedule_type.strip():
+        raise ValueError(f"empty schedule type; known: {', '.join(SCHEDULE_TYPES)}")
+    return _schedule_label(schedule_type)
+
+
 def resolve_sampler(name: str, schedule_type: str | None = None) -> SamplerSpec:
     """Resolve an A1111 sampler name (either naming style) and schedule type.
 
@@ -454,11 +466,17 @@ def resolve_sampler(name: str, schedule_type: str | None = None) -> SamplerSpec:
     effective = label
     if label == "Automatic" and sampler.default_schedule is not None:
         effective = sampler.default_schedule
+    config = {**sampler.config, **_schedule_config(sampler, effective)}
+    own = None
+    if sampler.own_sigma_schedules:
+        own = effective if effective in _SIGMA_FLAGS else None
+        config = {k: v for k, v in config.items() if not k.startswith("use_")}
     return SamplerSpec(
         a1111_name=sampler.name,
         schedule_type=effective,
         scheduler_class=sampler.scheduler_class,
-        config={**sampler.config, **_schedule_config(sampler, effective)},
+        config=config,
+        sigma_schedule=own,
         stochastic=sampler.stochastic,
         brownian=sampler.brownian,
         requires=sampler.requires,
@@ -519,4 +537,10 @@ def make_scheduler(
             raise ValueError(f"Sampler {spec.a1111_name!r} needs the batch's seeds")
         config["noise_sampler_seed"] = [int(seed) for seed in seeds]
     params = inspect.signature(cls.__init__).parameters
-    return cls(**{key: value for key, value in config.items() if key in params})
+    if spec.sigma_schedule is None:
+        return cls(**{key: value for key, value in config.items() if key in params})
+    from charstudio.engine.sigma_schedules import scheduled
+
+    scheduler = scheduled(cls)(**{key: value for key, value in config.items() if key in params})
+    scheduler.sigma_schedule = spec.sigma_schedule
+    return scheduler

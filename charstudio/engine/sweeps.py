@@ -21,9 +21,14 @@ Axes, by their A1111 names (matched case-insensitively; the CLI form is ``TYPE:V
   ``fr3nch-400``.
 * ``LoRA weight``: floats or ranges; rewrites the weight of the *first* ``<lora:name:w>`` tag of
   the prompt (the tag artists put first is the one being tuned; further tags keep their weights).
+* ``Clip skip`` (ints); ``Schedule type`` (``Karras``, ``Exponential``…; the sampler must offer
+  it, checked before the job).
+* ``VAE``: a VAE file's path, or ``None`` for the checkpoint's own VAE.
+* ``Prompt order``: prompt parts; the cells are every ordering of them (3 parts, 6 cells), each
+  written where the parts stand in the prompt, as A1111 does.
 
 Values are CSV (quotes protect commas) and stripped, as in A1111. Cells are processed with the
-costliest axis (Checkpoint name) outermost, so checkpoints switch as rarely as possible; otherwise
+costliest axes (Checkpoint name, VAE) outermost, so models switch as rarely as possible; otherwise
 Z is outermost and X innermost, like A1111.
 
 Each image carries its sweep coordinates as a flat ``dict[str, str]`` for the catalog: the value
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import math
 import random
 import re
@@ -44,7 +50,12 @@ from io import StringIO
 from pathlib import PureWindowsPath
 from typing import Any
 
-from charstudio.engine.samplers import SAMPLER_NAMES, SCHEDULE_TYPES, split_sampler_name
+from charstudio.engine.samplers import (
+    SAMPLER_NAMES,
+    SCHEDULE_TYPES,
+    schedule_label,
+    split_sampler_name,
+)
 from charstudio.metadata.infotext import GenerationParams
 from charstudio.prompts.extra_networks import ExtraNetwork, split_extra_networks
 
@@ -70,7 +81,8 @@ __all__ = [
     "split_sampler_name",
 ]
 
-AxisValue = str | int | float | tuple[int, int]
+# A size is (width, height); a Prompt order value is one ordering of the axis's prompt parts.
+AxisValue = str | int | float | tuple[int, int] | tuple[str, ...]
 
 # A1111 draws random seeds with random.randrange(4294967294).
 _SEED_LIMIT = 4294967294
@@ -251,9 +263,14 @@ _TYPES = (
     _AxisType("Size", ("size",), "size", True),
     _AxisType("Embedding", ("embedding", "embeddings", "textual inversion"), "text", False),
     _AxisType("LoRA weight", ("lora weight", "lora weights", "lora"), "float", True),
+    _AxisType("Clip skip", ("clip skip", "clip_skip", "clipskip"), "int", True),
+    _AxisType("Schedule type", ("schedule type", "schedule", "scheduler"), "schedule", True),
+    _AxisType("VAE", ("vae", "sd vae"), "text", True, 1),
+    _AxisType("Prompt order", ("prompt order",), "order", False),
 )
 _TYPES_BY_KEY = {alias: t for t in _TYPES for alias in (t.name.casefold(), *t.aliases)}
 AXIS_TYPES: tuple[str, ...] = tuple(t.name for t in _TYPES)
+NO_VAE = "None"  # a VAE axis value: the checkpoint's own VAE
 
 
 def _axis_type(name: str) -> _AxisType:
@@ -278,7 +295,10 @@ class Axis:
         kind = _axis_type(self.type)
         object.__setattr__(self, "type", kind.name)
         # Normalise and validate whatever was given (numbers, range strings, names).
-        values = tuple(value for raw in self.values for value in _convert(kind, raw))
+        if kind.kind == "order":
+            values = _orderings(self.values)
+        else:
+            values = tuple(value for raw in self.values for value in _convert(kind, raw))
         if not values:
             raise ValueError(f"{kind.name} axis has no values")
         if kind.name == "Prompt S/R" and not values[0]:
@@ -328,6 +348,15 @@ class Axis:
             case "LoRA weight":
                 assert isinstance(value, float)
                 return settings.replace(prompt=_set_first_lora_weight(settings.prompt, value))
+            case "Clip skip":
+                return settings.replace(clip_skip=value)
+            case "Schedule type":
+                return settings.replace(schedule_type=value)
+            case "VAE":
+                return settings.replace(vae=None if value == NO_VAE else value)
+            case "Prompt order":
+                assert isinstance(value, tuple)
+                return settings.replace(prompt=_reorder(settings.prompt, value))
         raise AssertionError(self.type)
 
 
@@ -382,6 +411,13 @@ def _convert(kind: _AxisType, raw: object) -> list[AxisValue]:
             return [_size_value(name, raw)]
         return [_parse_size(name, str(raw).strip())]
     text = str(raw).strip()
+    if kind.kind == "schedule":
+        try:
+            return [schedule_label(text)]
+        except ValueError as error:
+            raise ValueError(f"Schedule type axis: {error}") from None
+    if name == "VAE" and text.casefold() in {"none", "automatic", ""}:
+        return [NO_VAE]  # the checkpoint's own VAE, as A1111's "None"/"Automatic"
     if kind.kind == "sampler":
         try:
             sampler, schedule = split_sampler_name(text)
@@ -473,6 +509,8 @@ def _count_range(
 
 
 def _value_text(value: AxisValue) -> str:
+    if isinstance(value, tuple) and all(isinstance(part, str) for part in value):
+        return ", ".join(value)  # type: ignore[arg-type]
     if isinstance(value, tuple):
         return f"{value[0]}x{value[1]}"
     if isinstance(value, float):
@@ -480,7 +518,38 @@ def _value_text(value: AxisValue) -> str:
     return str(value)
 
 
+def _orderings(raw: tuple[object, ...]) -> tuple[tuple[str, ...], ...]:
+    """A1111's Prompt order values: every ordering of the given prompt parts (3 parts give 6
+    cells). Orderings given as tuples (an axis rebuilt from its own values) are kept."""
+    if raw and all(isinstance(value, tuple) for value in raw):
+        return tuple(tuple(str(part) for part in value) for value in raw)  # type: ignore[union-attr]
+    parts = [str(value).strip() for value in raw]
+    if any(not part for part in parts):
+        raise ValueError("Prompt order axis: empty value")
+    if len(set(parts)) != len(parts):
+        raise ValueError("Prompt order axis: each part may be listed only once")
+    if len(parts) > 6:
+        raise ValueError(f"Prompt order axis: {len(parts)} parts make too many orderings (max 6)")
+    return tuple(itertools.permutations(parts))
+
+
 # --- applying text axes -------------------------------------------------------------------------
+
+
+def _reorder(prompt: str, order: tuple[str, ...]) -> str:
+    """The prompt with the axis's parts put in ``order`` at the places where the parts stand
+    (A1111's Prompt order: the first place gets the first part of the ordering, and so on)."""
+    found = sorted((prompt.find(part), part) for part in order)
+    missing = [part for position, part in found if position < 0]
+    if missing:
+        raise ValueError(f"Prompt order did not find {', '.join(map(repr, missing))} in the prompt")
+    pieces: list[str] = []
+    rest = prompt
+    for _position, part in found:
+        at = rest.find(part)
+        pieces.append(rest[:at])
+        rest = rest[at + len(part) :]
+    return "".join(gap + part for gap, part in zip(pieces, order, strict=True)) + rest
 
 
 def _search_replace(

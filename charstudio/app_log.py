@@ -1,9 +1,10 @@
 """The app's log file: where tracebacks go instead of to the artist.
 
 The Windows app runs without a console (``pythonw``), so anything printed to stderr is lost.
-:func:`install` sends warnings and uncaught exceptions (main thread and worker threads) to
-``charstudio.log`` in :func:`charstudio.install.paths.log_dir`, rotated at 2 MB, and still
-prints them when there is a console.
+:func:`install` sends warnings, failed jobs and uncaught exceptions (main thread and worker
+threads) to ``charstudio.log`` in :func:`charstudio.install.paths.log_dir`, rotated at 2 MB.
+Where there is a console, an uncaught exception prints one line naming the log, not a
+traceback.
 """
 
 from __future__ import annotations
@@ -33,14 +34,13 @@ def install() -> Path:
         root.setLevel(min(root.level or logging.INFO, logging.INFO))
         logging.captureWarnings(True)
 
-    previous = sys.excepthook
-
     def excepthook(
         kind: type[BaseException], value: BaseException, tb: TracebackType | None
     ) -> None:
         logging.getLogger("charstudio").error("uncaught exception", exc_info=(kind, value, tb))
         if sys.stderr is not None:
-            previous(kind, value, tb)
+            what = str(value) or kind.__name__
+            print(f"charstudio: unexpected error: {what} (details in {path})", file=sys.stderr)
 
     def thread_hook(args: threading.ExceptHookArgs) -> None:
         if args.exc_type is SystemExit:

@@ -10,7 +10,7 @@ skips what it already added, training resumes from its last checkpoint).
 from __future__ import annotations
 
 import json
-import traceback
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +18,8 @@ from typing import Any
 from charstudio.catalog.catalog import Catalog
 from charstudio.catalog.project import Project
 from charstudio.jobs.protocol import CancelToken, Job, JobCanceled, job_error_message
+
+_log = logging.getLogger(__name__)
 
 # kind → function(project, params, cancel, job_id) returning the job generator; the job id
 # lets a job tag what it creates (generated images) and find it again when it is re-run.
@@ -216,7 +218,8 @@ class JobQueue:
         except Exception as exc:  # recorded for the artist; the worker keeps serving the queue
             message = job_error_message(exc)
             self._catalog.update_job(job.id, status="failed", error=message)
-            traceback.print_exc()
+            # The artist sees the one-line message; the traceback goes to the log file.
+            _log.exception("job %s (%s) failed: %s", job.id, job.kind, message)
             return QueuedJob(job.id, job.kind, job.params, "failed", job.created_at, message)
         # A job may stop early on its own when canceled and still return what it finished.
         status = "canceled" if cancel.canceled else "done"

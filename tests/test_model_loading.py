@@ -488,3 +488,21 @@ def test_model_cache_keeps_one_model_and_frees_the_old(
     del second
     cache.clear()
     assert ref() is None and cache.current is None
+
+
+def test_a_text_encoder_smaller_than_the_clip_vocabulary_is_refused_when_it_loads(
+    tmp_path: Path,
+) -> None:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from tests.weights import set_random_weights
+
+    model = tiny_components(seed=4)
+    small = CLIPTextConfig(**{**TINY_CONFIGS["text_encoder"], "vocab_size": 1000})
+    model.text_encoder = set_random_weights(CLIPTextModel(small), 4)
+    folder = write_diffusers_folder(tmp_path / "odd-model", model)
+    # Without the check, the first prompt with a token id above 999 fails with IndexError.
+    with pytest.raises(
+        NotSD1CheckpointError, match=r"odd-model: .* 1,000 token embeddings.*49,408"
+    ):
+        load_sd15(folder, compute_hash=False)

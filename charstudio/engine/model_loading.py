@@ -499,6 +499,21 @@ def _load_pretrained(
     return models[0], models[1], models[2], scheduler_config
 
 
+CLIP_VOCABULARY = 49408  # SD 1.x's CLIP tokenizer; charstudio always tokenizes with it
+
+
+def _check_vocabulary(text_encoder: Any, name: str) -> None:
+    """A text encoder with fewer token embeddings than the CLIP vocabulary would fail on the
+    first prompt with an index error; say what is wrong when the model loads instead."""
+    rows = int(text_encoder.get_input_embeddings().weight.shape[0])
+    if rows < CLIP_VOCABULARY:
+        raise NotSD1CheckpointError(
+            f"{name}: its text encoder has {rows:,} token embeddings, but Stable Diffusion 1.x "
+            f"prompts use CLIP's vocabulary of {CLIP_VOCABULARY:,} tokens, so it cannot encode "
+            "them (this is not an SD 1.x model, or its text encoder is damaged)"
+        )
+
+
 def load_sd15(
     path: Path | str,
     *,
@@ -569,6 +584,7 @@ def load_sd15(
         )
         source, name, kind, digest = hub_id, hub_id.rsplit("/", 1)[-1], "hub", None
 
+    _check_vocabulary(text_encoder, name)
     vae_hash = None
     if vae_path is not None:
         del own_vae  # the separate VAE replaces it

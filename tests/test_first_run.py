@@ -17,30 +17,31 @@ from pathlib import Path
 
 import pytest
 
-from charstudio.install import environment, first_run
+from charstudio.install import environment
 from charstudio.install.environment import EnvironmentSpec, env_python, read_stamp
 from charstudio.install.first_run import (
-    Cancelled,
     CancelToken,
-    DownloadProgress,
-    Event,
-    Failed,
-    FailureKind,
-    Finished,
     FirstRun,
-    GpuDetected,
     Installation,
-    Installing,
-    OutputParser,
     SetupLock,
-    SetupProgress,
-    StepStarted,
-    classify,
     launch_detached,
     split_args,
 )
 from charstudio.install.paths import log_dir
+from charstudio.install.setup_events import (
+    Cancelled,
+    DownloadProgress,
+    Event,
+    Failed,
+    Finished,
+    GpuDetected,
+    Installing,
+    StepStarted,
+)
+from charstudio.install.setup_failures import FailureKind, classify
+from charstudio.install.setup_progress import SetupProgress, format_eta
 from charstudio.install.torch_variant import Outcome, TorchVariant
+from charstudio.install.uv_output import OutputParser
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="the stand-ins are POSIX scripts")
 
@@ -683,7 +684,7 @@ def test_progress_text_for_the_window() -> None:
     ],
 )
 def test_eta_words(seconds: float | None, text: str) -> None:
-    assert first_run.format_eta(seconds) == text
+    assert format_eta(seconds) == text
 
 
 @pytest.mark.parametrize(

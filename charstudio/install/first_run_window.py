@@ -23,20 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from charstudio.install.first_run import (
-    Cancelled,
-    CancelToken,
-    Event,
-    Failed,
-    FailureKind,
-    Finished,
-    FirstRun,
-    SetupFailure,
-    SetupLog,
-    SetupProgress,
-    default_log_path,
-    failure_for,
-)
+from charstudio.install.first_run import CancelToken, FirstRun, SetupLog, default_log_path
+from charstudio.install.setup_events import Cancelled, Event, Failed, Finished
+from charstudio.install.setup_failures import FailureKind, SetupFailure, failure_for
+from charstudio.install.setup_progress import SetupProgress
 
 if TYPE_CHECKING:
     import tkinter as tk

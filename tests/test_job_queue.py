@@ -69,6 +69,55 @@ def test_cancel_while_running_and_while_queued(project: Project) -> None:
     assert queue.pending() == []
 
 
+def keeping_job(project: Project, params: dict[str, Any], cancel: CancelToken, job_id: int):
+    """Like a generate job: checks the cancel between steps and returns what it finished."""
+    clock = ProgressClock(params["n"])
+    kept = []
+    for i in range(params["n"]):
+        if cancel.canceled:
+            return {"kept": kept, "canceled": True}
+        kept.append(i)
+        yield clock(i + 1)
+    return {"kept": kept, "canceled": False}
+
+
+def test_a_canceled_job_keeps_the_result_of_what_it_finished(project: Project) -> None:
+    queue = JobQueue(project, {"keep": keeping_job})
+    job_id = queue.submit("keep", {"n": 10})
+    token = CancelToken()
+    job = queue.run_next(token)
+    next(job), next(job), next(job)
+    token.cancel()
+    ended = run_job(job)
+    assert ended.status == "canceled"
+    record = project.catalog.job(job_id)
+    assert record["status"] == "canceled"
+    assert record["result"] == '{"kept": [0, 1, 2], "canceled": true}'  # "3 kept", not "0"
+
+
+def test_a_job_that_ignores_cancel_is_stopped_after_the_grace(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import charstudio.jobs.queue as queue_module
+
+    monkeypatch.setattr(queue_module, "CANCEL_GRACE_S", 0.0)
+
+    def stubborn(project: Project, params: dict[str, Any], cancel: CancelToken, job_id: int):
+        clock = ProgressClock(1000)
+        for i in range(1000):
+            yield clock(i + 1)
+        return {}
+
+    queue = JobQueue(project, {"stubborn": stubborn})
+    job_id = queue.submit("stubborn", {})
+    token = CancelToken()
+    job = queue.run_next(token)
+    next(job)
+    token.cancel()
+    assert run_job(job).status == "canceled"
+    assert project.catalog.job(job_id)["status"] == "canceled"
+
+
 def test_queued_and_interrupted_jobs_survive_a_restart(project: Project, tmp_path: Path) -> None:
     queue = JobQueue(project, KINDS)
     interrupted = queue.submit("count", {"n": 3})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,9 @@ from charstudio.catalog.project import Project
 from charstudio.jobs.protocol import CancelToken, Job, JobCanceled, job_error_message
 
 _log = logging.getLogger(__name__)
+
+# How long a canceled job may take to stop on its own and report what it finished.
+CANCEL_GRACE_S = 10.0
 
 # kind → function(project, params, cancel, job_id) returning the job generator; the job id
 # lets a job tag what it creates (generated images) and find it again when it is re-run.
@@ -201,6 +205,7 @@ class JobQueue:
         try:
             factory = self.kinds[job.kind]
             gen = factory(self.project, job.params, cancel, job.id)
+            canceled_at: float | None = None
             while True:
                 try:
                     event = next(gen)
@@ -210,8 +215,13 @@ class JobQueue:
                 if event.fraction is not None:
                     self._catalog.update_job(job.id, progress=event.fraction)
                 yield event
+                # A job sees the cancel at its next step and returns what it finished (a
+                # generate job: the images it kept); one that goes on past the grace is stopped.
                 if cancel.canceled:
-                    raise JobCanceled()
+                    canceled_at = canceled_at or time.monotonic()
+                    if time.monotonic() - canceled_at > CANCEL_GRACE_S:
+                        gen.close()
+                        raise JobCanceled()
         except JobCanceled:
             self._catalog.update_job(job.id, status="canceled")
             return QueuedJob(job.id, job.kind, job.params, "canceled", job.created_at)

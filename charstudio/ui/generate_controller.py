@@ -137,8 +137,11 @@ class GenerateController(QObject):
         error = readable_job_error(job.error)
         self.panel.job_finished(job.status, error)
         words = {"done": "finished", "canceled": "canceled", "failed": "failed"}
+        images = f"{count} image{'' if count == 1 else 's'}"
+        if job.status == "canceled":
+            images += " kept"
         self.message.emit(
-            f"Generate job {job.id} {words.get(job.status, job.status)}: {count} images"
+            f"Generate job {job.id} {words.get(job.status, job.status)}: {images}"
             + (f" — {error}" if error else "")
         )
         self._update_queue_length()

@@ -108,3 +108,7 @@ def test_cancel_from_the_panel(opened: MainWindow, qtbot) -> None:
     assert finished.args[0].status == "canceled"
     assert 0 < window.model.rowCount() < 80
     assert "anceled" in window.generate_panel.status_text()
+    # The status bar counts what the catalog kept, not "0 images".
+    kept = window.model.rowCount()
+    message = window.statusBar().currentMessage()
+    assert f"canceled: {kept} image{'s' if kept != 1 else ''} kept" in message, message

@@ -198,6 +198,7 @@ def fill(panel: TrainPanel) -> TrainTISettings:
     panel.preview_negative_edit.setText("blurry")
     panel.preview_seed_edit.setText("-1")
     panel.preview_sampler_combo.setCurrentText("Euler a")
+    panel.preview_schedule_combo.setCurrentText("Exponential")  # any schedule, as in A1111
     panel.preview_steps_spin.setValue(30)
     panel.preview_cfg_spin.setValue(5.5)
     panel.images_combo.setCurrentIndex(panel.images_combo.findData("all"))
@@ -228,7 +229,7 @@ def fill(panel: TrainPanel) -> TrainTISettings:
         preview_negative_prompt="blurry",
         preview_seed=-1,
         preview_sampler="Euler a",
-        preview_schedule_type=None,
+        preview_schedule_type="Exponential",
         preview_steps=30,
         preview_cfg_scale=5.5,
     )

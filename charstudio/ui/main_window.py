@@ -197,14 +197,14 @@ class MainWindow(QMainWindow):
         self.compare_checkpoints_action.setToolTip(
             "Compare a training run's steps in a grid and export the best (Ctrl+K)"
         )
-        self.folder_actions = [
-            self._action(f"Add {label} Folder…", lambda _=False, k=key: self.add_folder(k))
-            for label, key in (
-                ("Checkpoint", "model_folders"),
-                ("LoRA", "lora_folders"),
-                ("Embedding", "embedding_folders"),
-            )
-        ]
+        self.model_folders_action = self._action("Model &Folders…", self.show_model_folders)
+        self.model_folders_action.setToolTip(
+            "The folders searched for checkpoints, LoRAs and embeddings (add an A1111 install's)"
+        )
+        self.refresh_models_action = self._action("&Refresh Models", self.refresh_models, "F5")
+        self.refresh_models_action.setToolTip(
+            "Look again for checkpoints, LoRAs and embeddings copied into the model folders (F5)"
+        )
         self.new_action = self._action("&New Project…", self.new_project, QKeySequence.New)
         self.open_action = self._action("&Open Project…", self.choose_project, QKeySequence.Open)
         self.import_action = self._action("&Import Images…", self.choose_import, "Ctrl+I")
@@ -282,9 +282,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.import_folder_action)
         file_menu.addAction(self.export_picks_action)
         file_menu.addSeparator()
-        folders_menu = file_menu.addMenu("Model &Folders")
-        for action in self.folder_actions:
-            folders_menu.addAction(action)
+        file_menu.addAction(self.model_folders_action)
         file_menu.addSeparator()
         file_menu.addAction(self._action("&Quit", self.close, QKeySequence.Quit))
         edit_menu = self.menuBar().addMenu("&Edit")
@@ -315,6 +313,7 @@ class MainWindow(QMainWindow):
             view_menu.addAction(action)
         view_menu.addSeparator()
         view_menu.addAction(self.collapse_action)
+        view_menu.addAction(self.refresh_models_action)
         view_menu.addSeparator()
         view_menu.addAction(self.generate_action)
         view_menu.addAction(self.train_action)
@@ -765,24 +764,36 @@ class MainWindow(QMainWindow):
         dock.show()
         dock.raise_()
 
-    def add_folder(self, setting: str) -> None:
-        """Add a folder of checkpoints, LoRAs or embeddings (e.g. an A1111 install's) to the
-        folders this project searches besides its own."""
+    def show_model_folders(self) -> None:
+        """File > Model Folders…: the searched folders, with Add and Remove."""
         if self.project is None:
             return
-        folder = QFileDialog.getExistingDirectory(self, "Add a folder")
-        if folder:
-            self.add_model_folder(setting, Path(folder))
+        from charstudio.ui.model_folders_dialog import ModelFoldersDialog
+
+        self.model_folders_dialog = ModelFoldersDialog(self.project, self.refresh_models, self)
+        self.model_folders_dialog.open()
 
     def add_model_folder(self, setting: str, folder: Path) -> None:
         assert self.project is not None
-        folders = list(self.project.catalog.get_setting(setting, []) or [])
-        if str(folder) not in folders:
-            self.project.catalog.set_setting(setting, [*folders, str(folder)])
+        from charstudio.engine.model_folders import add_folder
+
+        add_folder(self.project, setting, folder)
+        self.refresh_models()
+        self.statusBar().showMessage(f"Searching {folder} too", 8000)
+
+    def refresh_models(self) -> None:
+        """Look again for checkpoints, LoRAs and embeddings (F5), as A1111's refresh buttons."""
+        if self.project is None:
+            return
+        from charstudio.engine.runner import find_checkpoints
+
         self.generation.refresh_choices()
         self.training.refresh_choices()
         self.comparing.refresh()
-        self.statusBar().showMessage(f"Searching {folder} too", 8000)
+        count = len(find_checkpoints(self.project))
+        self.statusBar().showMessage(
+            f"Model folders searched again: {count} checkpoint{'' if count == 1 else 's'}", 8000
+        )
 
     # -- import ----------------------------------------------------------------------------
 

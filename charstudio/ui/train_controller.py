@@ -76,6 +76,7 @@ class TrainController(QObject):
         self.current_job = self.current_run = None
         if project is not None:
             self.refresh_choices()
+            self._suggest_model()
             self.refresh_runs()
             self._adopt_queued_job()
 
@@ -93,6 +94,19 @@ class TrainController(QObject):
         if self.project is None:
             return
         self.panel.set_model_choices([str(p) for p in find_checkpoints(self.project)])
+
+    def _suggest_model(self) -> None:
+        """A project whose Train panel remembers no checkpoint starts on the suggested one."""
+        from charstudio.engine.runner import find_checkpoints
+        from charstudio.training.base_model import training_model_for
+
+        assert self.project is not None
+        if self.panel.remembered_model is not None:
+            return
+        model, why = training_model_for(self.project, find_checkpoints(self.project))
+        if model is not None:
+            self.panel.model_combo.set_path(model)
+            self.panel.model_combo.setToolTip(f"Suggested: {why}")
 
     def refresh_runs(self) -> None:
         if self.project is None:

@@ -220,6 +220,7 @@ class TrainPanel(QWidget):
 
     def _build_source_box(self) -> QGroupBox:
         self.model_combo = PathCombo(None, "Checkpoint file or folder")
+        self.remembered_model: str | None = None  # the project's saved choice, if any
         self.model_combo.setToolTip("The model to train on; A1111 trains on base SD 1.5")
         self.model_browse = browse_button(
             self, self.model_combo, "Checkpoint", "Checkpoints (*.safetensors *.ckpt)"
@@ -625,7 +626,8 @@ class TrainPanel(QWidget):
         settings, choices, dropped = _stored_state(stored, project)
         self._loading = True
         try:
-            self.model_combo.set_path(choices.get("model"))
+            self.remembered_model = choices.get("model")
+            self.model_combo.set_path(self.remembered_model)
             self.model_combo.lineEdit().setCursorPosition(0)
             self.vae_combo.set_path(choices.get("vae"))
             index = self.images_combo.findData(choices.get("images", "picks"))

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import os
+import struct
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from charstudio.engine.loras import (  # noqa: E402
     loras_in_prompt,
     te_unet_weights,
 )
-from tests.tiny_sd import tiny_components  # noqa: E402
+from tests.tiny_sd import TINY_UNET, tiny_components, unet_key_to_ldm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -378,6 +379,124 @@ def test_half_precision_weights_are_merged_in_float32_and_restored_exactly(tmp_p
     assert changed_keys(model, before) == set()
 
 
+def every_unet_module(model) -> list[str]:
+    """Every Linear and Conv2d of the tiny UNet: attention, ResNet, sampler and top layers."""
+    return [
+        name
+        for name, module in model.unet.named_modules()
+        if isinstance(module, torch.nn.Linear | torch.nn.Conv2d)
+    ]
+
+
+def test_ldm_named_lora_changes_what_the_diffusers_named_one_does(tmp_path: Path) -> None:
+    """SD 1.x LoRAs named after the original (LDM) UNet, as A1111's own model is named:
+    ``lora_unet_input_blocks_1_1_proj_in``, ``lora_unet_middle_block_1_…``,
+    ``lora_unet_output_blocks_…``. Names from tests/tiny_sd.py's own diffusers -> LDM mapping."""
+    base = fresh()
+    factors = {
+        ("unet", name): make_factors(tuple(module_of(base, "unet", name).weight.shape), 2, i)
+        for i, name in enumerate(every_unet_module(base))
+    }
+    factors.update(linear_factors(base, rank=2, seed=7))  # and the text encoder, as usual
+    diffusers_named = kohya_state(factors, alpha=1)
+    ldm_named = {}
+    for key, value in diffusers_named.items():
+        if key.startswith("lora_unet_"):
+            stem, _, role = key.partition(".")
+            path = next(p for c, p in factors if "lora_unet_" + p.replace(".", "_") == stem)
+            ldm = unet_key_to_ldm(f"{path}.weight", TINY_UNET)
+            ldm = ldm.removeprefix("model.diffusion_model.").removesuffix(".weight")
+            key = f"lora_unet_{ldm.replace('.', '_')}.{role}"
+        ldm_named[key] = value
+    assert "lora_unet_input_blocks_1_1_proj_in.lora_down.weight" in ldm_named
+    assert "lora_unet_middle_block_1_transformer_blocks_0_attn1_to_q.lora_up.weight" in ldm_named
+    assert "lora_unet_output_blocks_2_1_transformer_blocks_0_ff_net_2.alpha" in ldm_named
+    assert "lora_unet_input_blocks_1_0_in_layers_2.lora_down.weight" in ldm_named  # resnet conv1
+    assert "lora_unet_output_blocks_1_1_conv.lora_down.weight" in ldm_named  # the upsampler
+    assert not set(ldm_named) & {k for k in diffusers_named if k.startswith("lora_unet_")}
+
+    results = {}
+    for label, state in (("diffusers", diffusers_named), ("ldm", ldm_named)):
+        model = fresh()
+        original = snapshot(model)
+        lora = load_lora(
+            write(tmp_path / f"{label}.safetensors", state, {"ss_base_model_version": "sd_v1"})
+        )
+        applied = apply_loras(model.unet, model.text_encoder, [(lora, 0.8)])
+        assert applied.unmatched == {} and applied.weights_changed == len(factors), label
+        results[label] = snapshot(model)
+        assert changed_keys(model, original) == {state_key(base, c, p) for c, p in factors}
+    for key, value in results["diffusers"].items():
+        assert torch.equal(value, results["ldm"][key]), key
+    # and the update is the formula, so both are right, not merely equal
+    original = snapshot(base)
+    key = state_key(base, "unet", "mid_block.attentions.0.transformer_blocks.0.attn1.to_q")
+    f = factors[("unet", "mid_block.attentions.0.transformer_blocks.0.attn1.to_q")]
+    torch.testing.assert_close(results["ldm"][key], original[key] + 0.8 * 0.5 * f.up @ f.down)
+
+
+def test_sd1_ldm_names_are_not_called_sdxl(tmp_path: Path) -> None:
+    """An SD 1.x LoRA in LDM names made for a full-size model fits nothing of the tiny one; the
+    message must not guess SDXL from the names (A1111's own SD 1.x names) or 1280-wide layers."""
+    model = fresh()
+    state = {}
+    for stem, shape in (
+        ("lora_unet_input_blocks_7_1_proj_in", (1280, 1280)),
+        ("lora_unet_input_blocks_7_1_transformer_blocks_0_attn2_to_k", (1280, 768)),
+        ("lora_unet_output_blocks_3_1_transformer_blocks_0_attn1_to_q", (1280, 1280)),
+        ("lora_unet_middle_block_1_transformer_blocks_0_ff_net_2", (1280, 5120)),
+    ):
+        f = make_factors(shape, 4, len(state))
+        state[f"{stem}.lora_down.weight"], state[f"{stem}.lora_up.weight"] = f.down, f.up
+    for metadata in (None, {"ss_base_model_version": "sd_v1"}):
+        lora = load_lora(write(tmp_path / "sd1_ldm.safetensors", state, metadata))
+        with pytest.raises(LoraError, match=r"sd1_ldm\.safetensors.*different model") as info:
+            apply_loras(model.unet, model.text_encoder, [(lora, 1.0)])
+        assert "SDXL" not in str(info.value) and "SD 2" not in str(info.value)
+    assert "sd1_ldm" not in LoraLibrary([tmp_path]).errors()
+
+
+def test_sd2_files_are_named_by_their_text_width_or_metadata(tmp_path: Path) -> None:
+    model = fresh()
+    stem = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    f = make_factors((1024, 1024), 4, 0)  # OpenCLIP-H is 1024 wide
+    state = {f"{stem}.lora_down.weight": f.down, f"{stem}.lora_up.weight": f.up}
+    lora = load_lora(write(tmp_path / "sd2.safetensors", state))
+    with pytest.raises(LoraError, match=r"sd2\.safetensors.*different model \(SD 2\.x\?\)"):
+        apply_loras(model.unet, model.text_encoder, [(lora, 1.0)])
+    stem = "lora_unet_input_blocks_7_1_proj_in"
+    f = make_factors((1280, 1280), 4, 0)
+    state = {f"{stem}.lora_down.weight": f.down, f"{stem}.lora_up.weight": f.up}
+    lora = load_lora(write(tmp_path / "v.safetensors", state, {"ss_v2": "True"}))
+    with pytest.raises(LoraError, match=r"\(SD 2\.x\?\)"):
+        apply_loras(model.unet, model.text_encoder, [(lora, 1.0)])
+
+
+SDXL_METADATA = {"ss_base_model_version": "sdxl_base_v1-0"}
+
+
+@pytest.mark.parametrize(
+    ("keys", "metadata", "reason"),
+    [
+        (["lora_unet_input_blocks_4_1_transformer_blocks_1_attn1_to_q"], None, "blocks_1_attn1"),
+        (["lora_unet_down_blocks_2_attentions_0_transformer_blocks_9_ff_net_2"], None, "blocks_9"),
+        (["lora_unet_label_emb_0_0"], None, "label_emb"),
+        (["lora_te1_text_model_encoder_layers_0_mlp_fc1"], SDXL_METADATA, "sdxl_base_v1-0"),
+    ],
+)
+def test_real_sdxl_files_are_refused_as_sdxl(
+    tmp_path: Path, keys: list[str], metadata: dict | None, reason: str
+) -> None:
+    state = {}
+    for stem in keys:
+        state[f"{stem}.lora_down.weight"] = torch.ones(2, 640)
+        state[f"{stem}.lora_up.weight"] = torch.ones(640, 2)
+    path = write(tmp_path / "xl.safetensors", state, metadata)
+    with pytest.raises(LoraError, match=rf"xl\.safetensors: made for SDXL: .*{reason}"):
+        load_lora(path)
+    assert "made for SDXL" in LoraLibrary([tmp_path]).errors()["xl"]  # from the header alone
+
+
 def test_locon_conv_layers(tmp_path: Path) -> None:
     model = fresh()
     conv3 = module_of(model, "unet", CONV3)
@@ -637,16 +756,98 @@ def test_pickles_load_only_through_weights_only(tmp_path: Path) -> None:
 # -- hashes --------------------------------------------------------------------------------
 
 
+def handmade_safetensors(path: Path, tensors: dict[str, list[float]], metadata: dict) -> Path:
+    """A .safetensors file written byte by byte (float32, 2 x n), not by the library."""
+    header: dict = {"__metadata__": metadata} if metadata else {}
+    body = b""
+    for key, values in tensors.items():
+        raw = struct.pack(f"<{len(values)}f", *values)
+        header[key] = {
+            "dtype": "F32",
+            "shape": [2, len(values) // 2],
+            "data_offsets": [len(body), len(body) + len(raw)],
+        }
+        body += raw
+    head = json.dumps(header).encode("utf-8")
+    head += b" " * (-len(head) % 8)
+    path.write_bytes(struct.pack("<Q", len(head)) + head + body)
+    return path
+
+
+def addnet_shorthash(path: Path) -> str:
+    """kohya's / A1111's "addnet" hash, computed here on its own: the sha256 of the bytes after
+    the 8-byte length and the header it gives, first 12 hex digits."""
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    return hashlib.sha256(data[8 + length :]).hexdigest()[:12]
+
+
 def test_lora_hashes_value_is_a1111s(tmp_path: Path) -> None:
     model = fresh()
     a = write(tmp_path / "fr3nch.safetensors", kohya_state(linear_factors(model, seed=1)))
     b = write(tmp_path / "style, v2.safetensors", kohya_state(linear_factors(model, seed=2)))
     la, lb = load_lora(a), load_lora(b)
-    assert la.sha256 == hashlib.sha256(a.read_bytes()).hexdigest()
-    assert la.shorthash == la.sha256[:12] and len(la.shorthash) == 12
+    assert la.shorthash == addnet_shorthash(a) and len(la.shorthash) == 12
+    assert la.shorthash != hashlib.sha256(a.read_bytes()).hexdigest()[:12]  # not the file's
     assert la.shorthash != lb.shorthash
     value = lora_hashes_infotext([la, lb, la])
     assert value == f"fr3nch: {la.shorthash}, style v2: {lb.shorthash}"
+
+
+def test_lora_hash_of_handmade_files_with_and_without_sshs_model_hash(tmp_path: Path) -> None:
+    stem = "lora_unet_down_blocks_0_attentions_0_proj_in"
+    tensors = {f"{stem}.lora_down.weight": [0.5] * 4, f"{stem}.lora_up.weight": [0.25] * 4}
+    # Without sshs_model_hash: the addnet hash, which metadata edits leave unchanged.
+    plain = handmade_safetensors(tmp_path / "plain.safetensors", tensors, {"ss_output_name": "x"})
+    renamed = handmade_safetensors(
+        tmp_path / "renamed.safetensors", tensors, {"ss_output_name": "a much longer name"}
+    )
+    assert plain.read_bytes() != renamed.read_bytes()
+    expected = addnet_shorthash(plain)
+    # the bytes after the header are the two tensors' data, in the order written
+    assert expected == hashlib.sha256(struct.pack("<8f", *[0.5] * 4, *[0.25] * 4)).hexdigest()[:12]
+    assert load_lora(plain).shorthash == expected == load_lora(renamed).shorthash
+    assert hashlib.sha256(plain.read_bytes()).hexdigest()[:12] != expected
+
+    # With sshs_model_hash (kohya writes the addnet hash there): A1111 takes it as it is.
+    given = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    metadata = {"sshs_model_hash": given, "sshs_legacy_hash": "12345678"}
+    tagged = handmade_safetensors(tmp_path / "tagged.safetensors", tensors, metadata)
+    lora = load_lora(tagged)
+    assert lora.a1111_hash == given and lora.shorthash == given[:12]
+    assert lora_hashes_infotext([lora]) == f"tagged: {given[:12]}"
+
+    # A pickled LoRA has no header: A1111 uses the whole file's sha256.
+    pt = tmp_path / "old.pt"
+    torch.save({k: torch.tensor(v).reshape(2, -1) for k, v in tensors.items()}, pt)
+    assert load_lora(pt).shorthash == hashlib.sha256(pt.read_bytes()).hexdigest()[:12]
+
+
+def test_lora_hashes_are_cached_like_model_hashes(tmp_path: Path, monkeypatch) -> None:
+    from charstudio.engine import loras as loras_module
+
+    cache = tmp_path / "hashes.json"
+    path = write(tmp_path / "x.safetensors", kohya_state(linear_factors(fresh(), seed=1)))
+    calls: list[int] = []
+    real = loras_module.addnet_hash
+
+    def counting(data: bytes) -> str:
+        calls.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(loras_module, "addnet_hash", counting)
+    first = load_lora(path, hash_cache_file=cache)
+    again = LoraLibrary([tmp_path], hash_cache_file=cache).get("x")
+    assert first.shorthash == again.shorthash == addnet_shorthash(path) and len(calls) == 1
+    entry = next(iter(json.loads(cache.read_text())["entries"].values()))
+    assert entry["addnet"] == first.a1111_hash and entry["size"] == path.stat().st_size
+
+    # A changed file is hashed again.
+    stat = path.stat()
+    write(path, kohya_state(linear_factors(fresh(), seed=2)))
+    os.utime(path, ns=(stat.st_mtime_ns + 10**9, stat.st_mtime_ns + 10**9))
+    changed = load_lora(path, hash_cache_file=cache)
+    assert len(calls) == 2 and changed.shorthash == addnet_shorthash(path) != first.shorthash
 
 
 # -- the library ---------------------------------------------------------------------------
@@ -673,14 +874,14 @@ def test_library_finds_rescans_and_caches(tmp_path: Path) -> None:
     torch.save(kohya_state(linear_factors(model, seed=3)), project / "MyChar.pt")
     assert library.paths()["MyChar"] == project / "MyChar.safetensors"
     changed = library.get("MyChar")
-    assert changed.path == project / "MyChar.safetensors" and changed.sha256 != lora.sha256
+    assert changed.path == project / "MyChar.safetensors" and changed.a1111_hash != lora.a1111_hash
 
     # Rewriting a file invalidates the cache.
     target = project / "MyChar.safetensors"
     stat = target.stat()
     write(target, kohya_state(linear_factors(model, seed=4)))
     os.utime(target, ns=(stat.st_mtime_ns + 10**9, stat.st_mtime_ns + 10**9))
-    assert library.get("MyChar").sha256 != changed.sha256
+    assert library.get("MyChar").a1111_hash != changed.a1111_hash
 
     # Two stems differing only in case: no guess.
     write(user / "Twin.safetensors", kohya_state(linear_factors(model)))

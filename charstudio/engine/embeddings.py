@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from charstudio.atomic_files import atomic_write
+from charstudio.engine.pt_files import torch_save_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -250,13 +251,12 @@ def save_a1111_pt(
     checkpoint_hash: str | None = None,
     checkpoint_name: str | None = None,
 ) -> Path:
-    """Write an A1111 ``.pt`` embedding (exactly A1111's keys) that loads with weights_only.
+    """Write an A1111 ``.pt`` embedding (exactly A1111's keys) that loads with weights_only and
+    passes A1111's safe unpickler; the zip's top folder is ``name``.
 
     ``step`` is stored as given (A1111 stores the number of optimizer steps completed);
     ``checkpoint_hash`` is A1111's short model hash.
     """
-    import torch
-
     path = Path(path)
     data = {
         "string_to_token": {"*": _A1111_TOKEN_ID},
@@ -266,8 +266,10 @@ def save_a1111_pt(
         "sd_checkpoint": checkpoint_hash,
         "sd_checkpoint_name": checkpoint_name,
     }
-    # Saved through the open file, so the zip's top folder is "archive" whatever the file name.
-    _write_atomically(path, lambda fh: torch.save(data, fh))
+    # Only the zip entries A1111's safe unpickler accepts, under the embedding's name (as
+    # torch.save to NAME.pt writes), not torch's "archive"; see charstudio.engine.pt_files.
+    payload = torch_save_bytes(data, name)
+    _write_atomically(path, lambda fh: fh.write(payload))
     return path
 
 

@@ -17,14 +17,20 @@ Formats read (every one becomes the same thing: for each target module, ``down``
 Scale is ``alpha / rank``; without alpha it is 1 (alpha = rank), as in sd-scripts and peft.
 kohya names replace every "." with "_", which cannot be undone by rule (``to_out_0`` vs
 ``ff_net_0_proj``), so names are resolved against the model being patched: every Linear and
-Conv2d of the UNet and text encoder under its underscored name.
+Conv2d of the UNet and text encoder under its underscored name. UNet modules are also known by
+their original LDM names (``lora_unet_input_blocks_1_1_proj_in``,
+``lora_unet_middle_block_1_transformer_blocks_0_attn1_to_q``, ``lora_unet_output_blocks_…``),
+which some SD 1.x trainers write and A1111 applies (its model has those names).
 
 Applying merges ``W += weight * scale * up @ down`` into the weights in place, as A1111 does,
 rather than adding forward hooks: the cost is paid once per change of LoRAs, not per step, and
 the samplers see plain modules. The original weights are copied first, so restoring is exact.
 
 LyCORIS LoHa/LoKr/OFT, DoRA and SDXL files are refused with a message saying so; they would
-need other arithmetic or another model, and applying them partly would be silently wrong.
+need other arithmetic or another model, and applying them partly would be silently wrong. A file
+is called SDXL only on real evidence: a second text encoder (``lora_te2_``), several transformer
+blocks per attention (``…_transformer_blocks_1_…``; SD 1.x and 2.x have one), SDXL's extra
+embeddings, or ``ss_base_model_version`` starting with ``sdxl``.
 
 torch and safetensors are imported inside functions so importing this module stays cheap.
 """
@@ -46,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from charstudio.engine.model_hash import addnet_hash, hash_cache
 from charstudio.prompts.extra_networks import split_extra_networks
 
 if TYPE_CHECKING:
@@ -62,6 +69,7 @@ __all__ = [
     "LoraModule",
     "LoraPatcher",
     "LoraWeight",
+    "a1111_lora_hash",
     "apply_loras",
     "load_lora",
     "lora_from_tensors",
@@ -78,7 +86,7 @@ TEXT_ENCODER = "text_encoder"
 # A tag's weight: one number for both parts, or (text encoder, UNet) from ``<lora:n:te:unet>``.
 LoraWeight = float | tuple[float, float]
 
-SHORTHASH_LENGTH = 12  # A1111's ``Lora hashes`` use the first 12 hex digits of the sha256
+SHORTHASH_LENGTH = 12  # A1111's ``Lora hashes`` use the first 12 hex digits of its hash
 _DEFAULT_CACHE_SIZE = 8  # loaded files kept in memory; a LoRA is 10-200 MB
 _MAX_HEADER = 100 << 20  # a safetensors header larger than this is damage, not data
 _PEFT_METADATA_KEY = "lora_adapter_metadata"
@@ -163,7 +171,8 @@ class LoraFile:
     name: str  # the file stem: what ``<lora:name:w>`` refers to
     path: Path
     modules: dict[tuple[str, str], LoraModule]
-    sha256: str  # of the whole file, hashed from the same bytes that were parsed
+    # A1111's hash of the file (see :func:`a1111_lora_hash`); its first 12 digits go in infotext.
+    a1111_hash: str
     mtime_ns: int = 0
     size: int = 0
     metadata: dict[str, str] = field(default_factory=dict)  # the safetensors header's text
@@ -172,7 +181,7 @@ class LoraFile:
     @property
     def shorthash(self) -> str:
         """A1111's short hash, as written in the ``Lora hashes`` infotext item."""
-        return self.sha256[:SHORTHASH_LENGTH]
+        return self.a1111_hash[:SHORTHASH_LENGTH]
 
     @property
     def identity(self) -> tuple[str, int, int]:
@@ -239,6 +248,10 @@ _UNSUPPORTED = (
     (re.compile(r"\.diff(?:_b)?$"), "LyCORIS full-weight difference"),
 )
 _SDXL_ONLY = ("lora_te2_", "text_encoder_2.")
+# UNet names only SDXL has: a second (or later) transformer block in an attention, and the
+# pooled-text/size embeddings (``label_emb`` in LDM names, ``add_embedding`` in diffusers').
+_SDXL_UNET = re.compile(r"transformer_blocks[._](?!0[._])\d+[._]|label_emb|add_embedding")
+_BASE_MODEL_KEY = "ss_base_model_version"
 
 
 def _parse_key(key: str) -> _KeyInfo | None:
@@ -305,8 +318,23 @@ def _not_a_lora(label: str, keys: Sequence[str]) -> LoraError:
     return LoraError(f"{label}: not a LoRA: {what}")
 
 
+def _sdxl_evidence(keys: Sequence[str], metadata: Mapping[str, str]) -> str | None:
+    """Why a file is an SDXL LoRA, or None when nothing says so."""
+    version = str(metadata.get(_BASE_MODEL_KEY) or "")
+    if version.lower().startswith("sdxl"):
+        return f"its metadata says {_BASE_MODEL_KEY} = {version}"
+    for key in keys:
+        if key.startswith(_SDXL_ONLY):
+            return f"it has weights for a second text encoder ({key})"
+    for key in keys:
+        info = _parse_key(key)
+        if info is not None and info.component == UNET and _SDXL_UNET.search(info.path):
+            return f"it has weights for UNet modules only SDXL has ({info.stem})"
+    return None
+
+
 def _group_keys(
-    keys: Sequence[str], label: str
+    keys: Sequence[str], label: str, metadata: Mapping[str, str] | None = None
 ) -> tuple[dict[tuple[str, str], dict[str, str]], list[str]]:
     """(component, path) -> {role: key}, and the keys that are not LoRA weights.
 
@@ -317,12 +345,9 @@ def _group_keys(
     groups: dict[tuple[str, str], dict[str, str]] = {}
     stems: dict[tuple[str, str], str] = {}
     ignored: list[str] = []
-    sdxl = [k for k in keys if k.startswith(_SDXL_ONLY)]
+    sdxl = _sdxl_evidence(keys, metadata or {})
     if sdxl:
-        raise LoraError(
-            f"{label}: made for SDXL: it has weights for a second text encoder ({sdxl[0]}); "
-            "this is an SD 1.5 model"
-        )
+        raise LoraError(f"{label}: made for SDXL: {sdxl}; this is an SD 1.5 model")
     unsupported = sorted(
         {what for k in keys for pattern, what in _UNSUPPORTED if pattern.search(k)}
     )
@@ -472,7 +497,7 @@ def lora_from_tensors(
     name: str,
     path: Path,
     *,
-    sha256: str = "",
+    a1111_hash: str = "",
     metadata: Mapping[str, str] | None = None,
     mtime_ns: int = 0,
     size: int = 0,
@@ -480,7 +505,7 @@ def lora_from_tensors(
     """Parse a loaded file's tensors into a :class:`LoraFile`. Raises :class:`LoraError`."""
     metadata = dict(metadata or {})
     label = str(path)
-    groups, ignored = _group_keys(list(tensors), label)
+    groups, ignored = _group_keys(list(tensors), label, metadata)
     configs = _peft_configs(metadata)
     modules: dict[tuple[str, str], LoraModule] = {}
     for (component, dotted_path), roles in groups.items():
@@ -513,7 +538,7 @@ def lora_from_tensors(
         name=name,
         path=path,
         modules=modules,
-        sha256=sha256,
+        a1111_hash=a1111_hash,
         mtime_ns=mtime_ns,
         size=size,
         metadata=metadata,
@@ -521,10 +546,38 @@ def lora_from_tensors(
     )
 
 
-def load_lora(path: Path | str, *, name: str | None = None) -> LoraFile:
+def a1111_lora_hash(
+    path: Path,
+    data: bytes,
+    metadata: Mapping[str, str],
+    stat: os.stat_result,
+    *,
+    cache_file: Path | None = None,
+) -> str:
+    """The hash A1111 keeps for a LoRA file (``Lora hashes`` shows its first 12 digits):
+    ``sshs_model_hash`` from a safetensors file's metadata when present, else kohya's "addnet"
+    hash for a ``.safetensors`` file (the sha256 of the bytes after its header), else the
+    sha256 of the whole file. Computed from ``data`` (the file's bytes) and cached, like model
+    hashes, by path, size and mtime (``stat``, taken before the bytes were read)."""
+    given = str(metadata.get("sshs_model_hash") or "").strip()
+    if given:
+        return given
+    kind = "addnet" if path.suffix.lower() == ".safetensors" else "sha256"
+    cache = hash_cache(cache_file)
+    digest = cache.get(path, kind, stat)
+    if digest is None:
+        digest = addnet_hash(data) if kind == "addnet" else hashlib.sha256(data).hexdigest()
+        cache.put(path, kind, stat, digest)
+    return digest
+
+
+def load_lora(
+    path: Path | str, *, name: str | None = None, hash_cache_file: Path | None = None
+) -> LoraFile:
     """Read one LoRA file; its name is the file stem unless given. Raises :class:`LoraError`.
 
-    The file is read once: the sha256 and the tensors come from the same bytes, so the hash in
+    The file is read once: the hash (:func:`a1111_lora_hash`, cached in ``hash_cache_file``,
+    by default the model hash cache) and the tensors come from the same bytes, so the hash in
     an infotext is the hash of the weights that were used even if the file is being replaced.
     """
     path = Path(path)
@@ -537,14 +590,14 @@ def load_lora(path: Path | str, *, name: str | None = None) -> LoraFile:
         raise LoraError(f"{path}: cannot be read ({exc})") from exc
     if not data:  # files appear empty while a copy is under way
         raise LoraError(f"{path}: the file is empty")
-    digest = hashlib.sha256(data).hexdigest()
     tensors, metadata = _read_tensors(path, data)
+    digest = a1111_lora_hash(path, data, metadata, st, cache_file=hash_cache_file)
     del data
     return lora_from_tensors(
         tensors,
         name or path.stem,
         path,
-        sha256=digest,
+        a1111_hash=digest,
         metadata=metadata,
         mtime_ns=st.st_mtime_ns,
         size=st.st_size,
@@ -570,7 +623,9 @@ def _check_file(path: Path) -> LoraError | None:
         return LoraError(f"{label}: not a readable safetensors file")
     try:
         header = _safetensors_header(head, size, label)
-        _group_keys([k for k in header if k != "__metadata__"], label)
+        meta = header.get("__metadata__")
+        metadata = {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+        _group_keys([k for k in header if k != "__metadata__"], label, metadata)
     except LoraError as exc:
         return exc
     return None
@@ -598,10 +653,15 @@ class LoraLibrary:
     """
 
     def __init__(
-        self, folders: Sequence[Path | str], *, cache_size: int = _DEFAULT_CACHE_SIZE
+        self,
+        folders: Sequence[Path | str],
+        *,
+        cache_size: int = _DEFAULT_CACHE_SIZE,
+        hash_cache_file: Path | None = None,
     ) -> None:
         self.folders = [Path(f) for f in folders]
         self.cache_size = max(1, cache_size)
+        self.hash_cache_file = hash_cache_file
         self._lock = threading.RLock()
         self._loaded: OrderedDict[Path, tuple[_FileKey, LoraFile | LoraError]] = OrderedDict()
         self._checked: dict[Path, tuple[_FileKey, LoraError | None]] = {}
@@ -655,7 +715,7 @@ class LoraLibrary:
                 return cached[1]
         result: LoraFile | LoraError
         try:
-            result = load_lora(path)
+            result = load_lora(path, hash_cache_file=self.hash_cache_file)
         except LoraError as exc:
             result = exc
         # Cache under the mtime/size the file had when it was read, not the earlier stat.
@@ -787,11 +847,89 @@ def loras_in_prompt(prompt: str) -> list[tuple[str, LoraWeight]]:
 # -- applying ------------------------------------------------------------------------------
 
 
+# diffusers -> LDM names of the UNet's modules: inside a ResNet block, and outside any block.
+_LDM_RESNET = {
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
+_LDM_TOP = {
+    "conv_in": "input_blocks.0.0",
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "conv_out": "out.2",
+}
+
+
+def _ldm_blocks(unet: torch.nn.Module) -> dict[str, tuple[str, bool]]:
+    """diffusers module path -> (its LDM path, whether it is a ResNet block), read from the
+    UNet's own structure, so any number of layers per block is numbered right.
+
+    LDM numbers ``input_blocks`` from 1 (0 is ``conv_in``): each down block's layers (ResNet at
+    ``.0``, attention at ``.1``), then its downsampler (``.0.op``); ``middle_block`` is ResNet,
+    attention, ResNet; ``output_blocks`` from 0, the upsampler sharing the last layer's block
+    (``.1.conv``, or ``.2.conv`` after an attention).
+    """
+    out: dict[str, tuple[str, bool]] = {name: (ldm, False) for name, ldm in _LDM_TOP.items()}
+
+    def layers(prefix: str, block: Any, first: int, ldm: str) -> int:
+        attentions = getattr(block, "attentions", None) or ()
+        index = first
+        for j in range(len(getattr(block, "resnets", ()) or ())):
+            out[f"{prefix}.resnets.{j}"] = (f"{ldm}.{index}.0", True)
+            if j < len(attentions):
+                out[f"{prefix}.attentions.{j}"] = (f"{ldm}.{index}.1", False)
+            index += 1
+        return index
+
+    index = 1
+    for b, block in enumerate(getattr(unet, "down_blocks", None) or ()):
+        index = layers(f"down_blocks.{b}", block, index, "input_blocks")
+        if getattr(block, "downsamplers", None):
+            out[f"down_blocks.{b}.downsamplers.0.conv"] = (f"input_blocks.{index}.0.op", False)
+            index += 1
+    mid = getattr(unet, "mid_block", None)
+    if mid is not None:
+        for j in range(len(getattr(mid, "resnets", ()) or ())):
+            out[f"mid_block.resnets.{j}"] = (f"middle_block.{2 * j}", True)
+        for j in range(len(getattr(mid, "attentions", None) or ())):
+            out[f"mid_block.attentions.{j}"] = (f"middle_block.{2 * j + 1}", False)
+    index = 0
+    for b, block in enumerate(getattr(unet, "up_blocks", None) or ()):
+        index = layers(f"up_blocks.{b}", block, index, "output_blocks")
+        if getattr(block, "upsamplers", None):
+            slot = 2 if getattr(block, "attentions", None) else 1
+            out[f"up_blocks.{b}.upsamplers.0.conv"] = (
+                f"output_blocks.{index - 1}.{slot}.conv",
+                False,
+            )
+    return out
+
+
+def _ldm_name(name: str, blocks: Mapping[str, tuple[str, bool]]) -> str | None:
+    """The LDM name of a UNet module (diffusers path), or None when it has none."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        found = blocks.get(".".join(parts[:cut]))
+        if found is None:
+            continue
+        ldm, resnet = found
+        rest = parts[cut:]
+        if resnet:
+            if not rest or rest[0] not in _LDM_RESNET:
+                return None
+            rest = [_LDM_RESNET[rest[0]], *rest[1:]]
+        return ".".join([ldm, *rest])
+    return None
+
+
 class _ModelIndex:
     """The patchable modules (Linear, Conv2d) of a UNet and text encoder, by both spellings.
 
     CLIP's modules are listed with and without the ``text_model.`` level: files name them with
-    it (transformers 4 had it), transformers 5's CLIPTextModel has none.
+    it (transformers 4 had it), transformers 5's CLIPTextModel has none. UNet modules are also
+    listed under their LDM names (``input_blocks.1.1.proj_in``).
     """
 
     def __init__(self, unet: torch.nn.Module, text_encoder: torch.nn.Module | None) -> None:
@@ -799,6 +937,7 @@ class _ModelIndex:
 
         self.dotted: dict[str, dict[str, torch.nn.Module]] = {}
         self.underscored: dict[str, dict[str, torch.nn.Module | None]] = {}
+        ldm_blocks = _ldm_blocks(unet)
         for component, model in ((UNET, unet), (TEXT_ENCODER, text_encoder)):
             dotted: dict[str, torch.nn.Module] = {}
             underscored: dict[str, torch.nn.Module | None] = {}
@@ -809,6 +948,8 @@ class _ModelIndex:
                 if component == TEXT_ENCODER:
                     bare = name.removeprefix("text_model.")
                     names = [bare, "text_model." + bare]
+                elif ldm := _ldm_name(name, ldm_blocks):
+                    names.append(ldm)
                 for alias in names:
                     dotted.setdefault(alias, module)
                     flat = alias.replace(".", "_")
@@ -826,8 +967,31 @@ class _ModelIndex:
         return module
 
 
-_SDXL_DIMS = {1280, 2048}  # CLIP-G width, SDXL's cross-attention width
-_SD2_DIMS = {1024}  # OpenCLIP-H width
+_SDXL_CONTEXT = 2048  # the width of the text SDXL's cross-attention reads
+_SD2_WIDTH = 1024  # OpenCLIP-H: SD 2.x's text width, read by its cross-attention too
+
+
+def _family_guess(lora: LoraFile) -> str | None:
+    """The model family a LoRA that fits nothing was made for, when something says so: its
+    metadata, or the width of the text its cross-attention or text encoder reads."""
+    # (A file whose metadata says SDXL never gets here: loading refuses it.)
+    version = str(lora.metadata.get(_BASE_MODEL_KEY) or "").lower()
+    if version.startswith("sd_v2") or str(lora.metadata.get("ss_v2") or "").lower() == "true":
+        return "SD 2.x"
+    reads: set[int] = set()
+    for module in lora.modules.values():
+        text_side = (
+            re.search(r"attn2[._]to_[kv]$", module.path)
+            if module.component == UNET
+            else re.search(r"self_attn[._][qkv]_proj$", module.path)
+        )
+        if text_side and module.down.ndim >= 2:
+            reads.add(int(module.down.shape[1]))
+    if _SDXL_CONTEXT in reads:
+        return "SDXL"
+    if _SD2_WIDTH in reads:
+        return "SD 2.x"
+    return None
 
 
 def _no_fit_error(
@@ -842,18 +1006,10 @@ def _no_fit_error(
             f"{len(wrong)} with other shapes (such as {module.key}: {module.delta_shape()} in "
             f"the file, {shape} in the model)"
         )
-    in_dims = {int(m.down.shape[1]) for m in lora.modules.values() if m.down.ndim >= 2}
-    sgm_names = any(
-        re.search(r"(?:^|_|\.)(?:input_blocks|output_blocks|middle_block)", m.path)
-        for m in lora.modules.values()
-    )
-    if in_dims & _SD2_DIMS and not in_dims & _SDXL_DIMS and not sgm_names:
-        guess = "SD 2.x?"
-    else:
-        guess = "SDXL?"
+    guess = _family_guess(lora)
     return LoraError(
         f"{lora.path}: none of its {len(lora.modules)} modules fits this model: "
-        f"{'; '.join(parts)}. It was made for a different model ({guess})"
+        f"{'; '.join(parts)}. It was made for a different model" + (f" ({guess}?)" if guess else "")
     )
 
 

@@ -6,6 +6,10 @@ keyed by the file's path, size and modification time; a file that changes is has
 
 Old A1111 versions (and infotexts written by them) carry an 8-digit "legacy" hash of 64 KiB read
 at offset 1 MiB; :func:`legacy_model_hash` computes it for matching such infotexts.
+
+LoRAs (``Lora hashes: "name: 1a2b3c4d5e6f"``) use kohya's "addnet" hash for ``.safetensors``
+files: the sha256 of the bytes after the safetensors header (:func:`addnet_hash`), cached in the
+same file under its own kind.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from charstudio.atomic_files import write_bytes_atomic
 
 __all__ = [
     "HashCache",
+    "addnet_hash",
     "default_cache_dir",
+    "hash_cache",
     "legacy_model_hash",
     "model_hash",
     "sha256_file",
@@ -76,11 +82,21 @@ def legacy_model_hash(path: Path) -> str:
         return hashlib.sha256(file.read(0x10000)).hexdigest()[:8]
 
 
-class HashCache:
-    """Full sha256 digests in a JSON file, valid while a file's size and mtime are unchanged.
+def addnet_hash(data: bytes) -> str:
+    """kohya's "addnet" hash of a ``.safetensors`` file's bytes, which A1111 writes (12 digits)
+    in ``Lora hashes``: the sha256 of everything after the header (an 8-byte little-endian
+    length n, then n bytes of JSON), so editing the metadata does not change it."""
+    length = int.from_bytes(data[:8], "little")
+    return hashlib.sha256(memoryview(data)[8 + length :]).hexdigest()
 
-    Thread-safe within the process; the file is replaced atomically so a crash mid-write never
-    leaves a broken cache (a broken or foreign file is simply treated as empty).
+
+class HashCache:
+    """Full digests in a JSON file, valid while a file's size and mtime are unchanged.
+
+    Each file's entry holds one digest per kind: ``sha256`` of the whole file (model hashes),
+    ``addnet`` (:func:`addnet_hash`, LoRAs). Thread-safe within the process; the file is
+    replaced atomically so a crash mid-write never leaves a broken cache (a broken or foreign
+    file is simply treated as empty).
     """
 
     def __init__(self, cache_file: Path | None = None) -> None:
@@ -111,34 +127,53 @@ class HashCache:
         except OSError:
             pass  # a cache that cannot be written only costs a re-hash next time
 
-    def sha256(self, path: Path, *, progress: Callable[[int, int], None] | None = None) -> str:
-        """The file's full sha256, from the cache when its size and mtime still match."""
-        stat = os.stat(path)
-        key = self._key(path)
+    def get(self, path: Path, kind: str, stat: os.stat_result) -> str | None:
+        """The cached ``kind`` digest of ``path`` if the file still has ``stat``'s size and
+        mtime, else None."""
         with self._lock:
-            entry = self._load().get(key)
+            entry = self._load().get(self._key(path))
             if (
                 isinstance(entry, dict)
                 and entry.get("size") == stat.st_size
                 and entry.get("mtime_ns") == stat.st_mtime_ns
-                and isinstance(entry.get("sha256"), str)
+                and isinstance(entry.get(kind), str)
             ):
-                return str(entry["sha256"])
-        digest = sha256_file(path, progress=progress)  # outside the lock: may take seconds
+                return str(entry[kind])
+        return None
+
+    def put(self, path: Path, kind: str, stat: os.stat_result, digest: str) -> None:
+        """Remember ``path``'s ``kind`` digest for the file as ``stat`` describes it; digests of
+        other kinds for the same size and mtime are kept."""
+        key = self._key(path)
         with self._lock:
             # Re-read so hashes written meanwhile by another process are kept.
             self._entries = None
-            self._load()[key] = {
-                "size": stat.st_size,
-                "mtime_ns": stat.st_mtime_ns,
-                "sha256": digest,
-            }
+            entries = self._load()
+            entry = entries.get(key)
+            fresh: dict[str, object] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            if isinstance(entry, dict) and all(entry.get(k) == v for k, v in fresh.items()):
+                fresh = {**entry, **fresh}
+            entries[key] = {**fresh, kind: digest}
             self._save()
+
+    def sha256(self, path: Path, *, progress: Callable[[int, int], None] | None = None) -> str:
+        """The file's full sha256, from the cache when its size and mtime still match."""
+        stat = os.stat(path)
+        cached = self.get(path, "sha256", stat)
+        if cached is not None:
+            return cached
+        digest = sha256_file(path, progress=progress)  # outside the lock: may take seconds
+        self.put(path, "sha256", stat, digest)
         return digest
 
 
 _default_caches: dict[Path, HashCache] = {}
 _default_caches_lock = threading.Lock()
+
+
+def hash_cache(cache_file: Path | None = None) -> HashCache:
+    """The process's :class:`HashCache` for ``cache_file`` (default: the user's cache folder)."""
+    return _cache_for(cache_file)
 
 
 def _cache_for(cache_file: Path | None) -> HashCache:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from charstudio.atomic_files import atomic_write, remove_file, write_bytes_atomic
+from charstudio.atomic_files import remove_file, write_bytes_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -131,12 +131,14 @@ def save_checkpoint(
 
 
 def save_state(folder: Path, step: int, state: dict[str, Any]) -> Path:
-    """Write ``state/state-<step>.pt`` and keep only the newest few."""
-    import torch
+    """Write ``state/state-<step>.pt`` and keep only the newest few. Like every ``.pt`` the app
+    writes, its zip holds only the entries A1111's safe loader accepts."""
+    from charstudio.engine.pt_files import torch_save_bytes
 
     path = folder / STATE_FOLDER / f"state-{step:06d}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: torch.save(state, fh))
+    payload = torch_save_bytes(state, path.stem)
+    write_bytes_atomic(path, payload)
     for old in _state_files(folder)[KEEP_STATES:]:
         # One held open elsewhere (antivirus) is left for the next save to remove.
         with contextlib.suppress(OSError):

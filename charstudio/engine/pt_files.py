@@ -1,0 +1,122 @@
+"""``.pt`` files (torch.save's zip) that A1111's safe unpickler, ComfyUI and diffusers all read.
+
+A1111 (``modules/safe.py``) opens a ``.pt`` as a zip and refuses it ("bad file inside ...")
+unless every entry is ``<top>/data.pkl``, ``<top>/version`` or ``<top>/data/<n>``; newer
+versions also allow ``<top>/byteorder`` and ``<top>/.data/serialization_id``. Recent torch
+also writes ``.format_version`` and ``.storage_alignment``, which no A1111 version allows. So
+torch writes the zip into memory and :func:`torch_save_bytes` copies it entry by entry, keeping
+only what every A1111 version accepts:
+
+* ``<top>/data.pkl``, ``<top>/data/<n>`` (in number order) and ``<top>/version``; the records
+  left out only say what torch assumes without them (format 1, 64-byte alignment, a
+  little-endian file) or are a random id, which would make the same data give other bytes.
+* ``<top>`` is the name given (what ``torch.save`` to ``NAME.pt`` writes, as A1111's own
+  embeddings have), not torch's ``archive``; characters a zip folder cannot hold are replaced.
+* Each entry is stored uncompressed with its data at a 64-byte boundary (torch's own layout,
+  which memory-mapped loading relies on), with fixed times and attributes: the same object and
+  name always give the same bytes.
+
+The pickle itself is torch's; for plain dicts of strings, numbers and float/half tensors it
+needs only ``collections.OrderedDict``, ``torch._utils._rebuild_tensor_v2`` and
+``torch.FloatStorage`` / ``torch.HalfStorage``, which A1111's unpickler allows.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import unicodedata
+import zipfile
+from typing import Any
+
+__all__ = ["A1111_ZIP_ENTRY", "rewrite_torch_zip", "torch_save_bytes", "zip_folder_name"]
+
+# The entries every A1111 version accepts (after the top folder).
+A1111_ZIP_ENTRY = re.compile(r"data\.pkl|version|data/\d+")
+# Records torch writes that A1111 refuses and that hold only torch's defaults or a random id.
+_DEFAULT_RECORDS = {
+    ".format_version": {b"1"},
+    ".storage_alignment": {b"64"},
+    "byteorder": {b"little"},
+    ".data/serialization_id": None,  # any value: a per-save id nothing reads back
+}
+_ALIGNMENT = 64
+_PAD_FIELD_ID = 0x4246  # "FB": the extra field torch pads its local headers with
+_FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+_FOLDER_LIMIT = 100  # characters
+
+
+def zip_folder_name(name: str) -> str:
+    """``name`` as the zip's top folder: no ``/`` or ``\\`` (a Windows reader turns it into
+    ``/``), no control characters, not empty or dots only; at most 100 characters."""
+    cleaned = "".join(
+        "_" if ch in "/\\" or unicodedata.category(ch).startswith("C") else ch
+        for ch in name.strip()
+    )[:_FOLDER_LIMIT]
+    return cleaned if cleaned.strip(". ") else "archive"
+
+
+def _pad_extra(offset: int, name: bytes) -> bytes:
+    """An extra field that puts an entry's data, whose local header starts at ``offset``, on a
+    64-byte boundary."""
+    end = offset + 30 + len(name) + 4  # local header, name, the field's own id and size
+    padding = -end % _ALIGNMENT
+    return struct.pack("<HH", _PAD_FIELD_ID, padding) + b"Z" * padding
+
+
+def rewrite_torch_zip(data: bytes, folder: str) -> bytes:
+    """The zip ``torch.save`` wrote, with only the entries A1111 accepts, under ``folder``.
+
+    ValueError for a record that is neither A1111's nor one of torch's defaults (a newer torch
+    writing something that matters, a big-endian file): better no file than a wrong one.
+    """
+    top = zip_folder_name(folder)
+    entries: dict[str, bytes] = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as source:
+        names = source.namelist()
+        prefix = names[0].split("/", 1)[0] + "/" if names else ""
+        for name in names:
+            if not name.startswith(prefix):
+                raise ValueError(f"torch wrote an entry outside its folder: {name}")
+            record = name[len(prefix) :]
+            value = source.read(name)
+            if A1111_ZIP_ENTRY.fullmatch(record):
+                entries[record] = value
+            elif record in _DEFAULT_RECORDS:
+                allowed = _DEFAULT_RECORDS[record]
+                if allowed is not None and value not in allowed:
+                    raise ValueError(f"torch wrote {record} = {value!r}; A1111 cannot read that")
+            else:
+                raise ValueError(f"torch wrote a record A1111 refuses: {record}")
+    if "data.pkl" not in entries:
+        raise ValueError("torch wrote no data.pkl")
+
+    def order(record: str) -> tuple[int, int]:
+        if record == "data.pkl":
+            return (0, 0)
+        if record.startswith("data/"):
+            return (1, int(record[5:]))
+        return (2, 0)
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
+        for record in sorted(entries, key=order):
+            info = zipfile.ZipInfo(f"{top}/{record}", date_time=_FIXED_TIME)
+            info.compress_type = zipfile.ZIP_STORED
+            info.create_system = 0  # the same bytes whichever system writes the file
+            info.external_attr = 0
+            encoded = info.filename.encode("ascii" if info.filename.isascii() else "utf-8")
+            info.extra = _pad_extra(out.tell(), encoded)
+            target.writestr(info, entries[record])
+    return out.getvalue()
+
+
+def torch_save_bytes(obj: Any, folder: str) -> bytes:
+    """``torch.save(obj)`` as bytes A1111's safe loader accepts (see the module's notes), with
+    ``folder`` (sanitised by :func:`zip_folder_name`) as the zip's top folder."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return rewrite_torch_zip(buffer.getvalue(), folder)

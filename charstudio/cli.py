@@ -16,8 +16,10 @@ from typing import Any
 from charstudio import __version__
 from charstudio.atomic_files import FileInUseError
 from charstudio.catalog import COLORS, FLAGS, REJECT_REASONS, CatalogError, Project
+from charstudio.finite_json import json_ready
 from charstudio.jobs import Progress, format_eta, run_job
 from charstudio.portable_paths import PathTooLongError
+from charstudio.prompts.attention import EMPHASIS_MODES
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -38,7 +40,8 @@ def _text_output_for_every_name(json_output: bool) -> None:
 
 
 def _print_json(value: Any) -> None:
-    json.dump(value, sys.stdout, ensure_ascii=False, indent=2)
+    # Strict JSON: NaN/inf become null (named under "nonfinite_error"), never bare NaN.
+    json.dump(json_ready(value), sys.stdout, ensure_ascii=False, indent=2, allow_nan=False)
     sys.stdout.write("\n")
 
 
@@ -148,7 +151,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_prompt(args: argparse.Namespace) -> int:
     from charstudio.prompts import format_prompt_report, prompt_report
 
-    report = prompt_report(args.text)
+    report = prompt_report(args.text, steps=args.steps, emphasis=args.emphasis)
     if args.json:
         _print_json(report)
     else:
@@ -289,6 +292,9 @@ def _generate_request(args: argparse.Namespace) -> Any:
         clip_skip=args.clip_skip,
         batch_size=args.batch_size,
         batch_count=args.batch_count,
+        rng=args.rng,
+        subseed=args.subseed,
+        subseed_strength=args.subseed_strength,
     )
     return GenerateRequest(
         settings,
@@ -348,12 +354,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
             "images": images,
             "grid": str(project.root / grid) if grid else None,
             "skipped": result.get("skipped", 0),
+            "failed": result.get("failed", []),  # images that came out NaN: no file, no row
+            "notes": result.get("notes", []),
         }
     if args.json:
         _print_json(out)
     else:
         for image in images:
             print(f"{image['id']:>6}  {image['file']}")
+        for failed in out["failed"]:
+            print(f"failed  image {failed['index']} (seed {failed['seed']}): {failed['error']}")
+        for note in out["notes"]:
+            print(f"note: {note}")
         if out["grid"]:
             print(f"grid: {out['grid']}")
         print(
@@ -465,6 +477,8 @@ def cmd_train_ti(args: argparse.Namespace) -> int:
         ended = _run_queued(project, job_id, args.json)
         job = project.catalog.job(job_id)
         result = json.loads(job["result"]) if job.get("result") else {}
+        if not result:  # failed: say which run, and which checkpoints it kept
+            result = _failed_run_result(project, job_id)
         for checkpoint in result.get("checkpoints", []):
             checkpoint["file"] = str(project.root / checkpoint["path"])
         out = {
@@ -481,6 +495,21 @@ def cmd_train_ti(args: argparse.Namespace) -> int:
         tail = f" ({out['error']})" if out["error"] else ""
         print(f"run {out.get('run_id')}: {out['status']} at step {out.get('step')}{tail}")
     return 0 if out["status"] in ("done", "paused") else 1
+
+
+def _failed_run_result(project: Project, job_id: int) -> dict[str, Any]:
+    from charstudio.training import records
+
+    run = records.run_for_job(project.catalog, job_id)
+    if run is None:
+        return {}
+    kept = records.run_checkpoints(project.catalog, run.id)
+    return {
+        "run_id": run.id,
+        "folder": run.folder,
+        "step": kept[-1].step if kept else 0,
+        "checkpoints": [{"step": c.step, "path": c.path, "loss": c.loss} for c in kept],
+    }
 
 
 def _find_run(project: Project, ref: str) -> Any:
@@ -631,8 +660,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("info", cmd_info, "print the generation parameters stored in image files")
     sub.add_argument("files", nargs="+")
 
-    sub = verb("prompt", cmd_prompt, "show A1111's attention parse and token count of a prompt")
+    sub = verb(
+        "prompt", cmd_prompt, "show A1111's schedule, attention parse and token count of a prompt"
+    )
     sub.add_argument("text")
+    sub.add_argument("--steps", type=int, default=30, help="sampling steps for [a:b:when] (30)")
+    sub.add_argument(
+        "--emphasis",
+        choices=EMPHASIS_MODES,
+        default="Original",
+        help='A1111\'s emphasis mode; "None" reads brackets as text',
+    )
 
     sub = verb("list", cmd_list, "list a project's images with their decisions")
     sub.add_argument("project")
@@ -667,6 +705,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--steps", type=int, default=30)
     sub.add_argument("--cfg", type=float, default=7.0)
     sub.add_argument("--seed", type=int, default=-1, help="-1 for random")
+    sub.add_argument(
+        "--rng",
+        type=str.upper,
+        choices=("NV", "CPU", "GPU"),
+        default="NV",
+        help="random number generator source, as A1111's (infotext RNG); NV is CUDA's noise",
+    )
+    sub.add_argument("--subseed", type=int, default=-1, help="variation seed (-1 for random)")
+    sub.add_argument(
+        "--subseed-strength", type=float, default=0.0, help="variation strength, 0 for none"
+    )
     sub.add_argument("--width", type=int, default=512)
     sub.add_argument("--height", type=int, default=512)
     sub.add_argument("--clip-skip", type=int, default=1)

@@ -70,3 +70,21 @@ def two_drives(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
     monkeypatch.setattr(os, "replace", replace)
     return refused
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SD model as a diffusers folder, written once per test module (modules with
+    a model of their own define their own ``model_dir``)."""
+    from .tiny_sd import tiny_components, write_diffusers_folder
+
+    return write_diffusers_folder(tmp_path_factory.mktemp("models") / "tiny-sd", tiny_components(5))
+
+
+@pytest.fixture
+def project(tmp_path: Path):
+    """A new project in ``tmp_path / "proj"`` (modules that need another define their own)."""
+    from charstudio.catalog import Project
+
+    with Project.create(tmp_path / "proj", "Demo") as project:
+        yield project

@@ -26,6 +26,7 @@ CORE = [
     "charstudio.engine.grid_image",
     "charstudio.engine.samplers",
     "charstudio.engine.seeds",
+    "charstudio.engine.philox",
     "charstudio.engine.conditioning",
     "charstudio.engine.embeddings",
     "charstudio.engine.model_loading",

@@ -27,38 +27,16 @@ from charstudio.jobs.queue import JobQueue  # noqa: E402
 from charstudio.metadata.imagefile import read_infotext  # noqa: E402
 from charstudio.metadata.infotext import parse_infotext  # noqa: E402
 
-from .tiny_sd import tiny_components, write_diffusers_folder  # noqa: E402
+from .generation import tiny_settings  # noqa: E402
+from .tiny_sd import tiny_components  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 PROMPT = "an extreme closeup front shot photo of a woman, neutral gray background"
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_diffusers_folder(tmp_path_factory.mktemp("models") / "tiny-sd", tiny_components(5))
-
-
-@pytest.fixture
-def project(tmp_path: Path):
-    with Project.create(tmp_path / "proj", "Demo") as project:
-        yield project
-
-
 def settings(model_dir: Path, **changes) -> GenerationSettings:
-    base = GenerationSettings(
-        prompt=PROMPT,
-        negative_prompt="blurry",
-        seed=1234,
-        steps=3,
-        sampler="Euler a",
-        schedule_type=None,
-        cfg_scale=6.5,
-        width=32,
-        height=32,
-        model=str(model_dir),
-    )
-    return base.replace(**changes)
+    return tiny_settings(model_dir, **{"prompt": PROMPT, **changes})
 
 
 def submit_and_run(project: Project, request: GenerateRequest, cancel: CancelToken | None = None):
@@ -145,6 +123,14 @@ def test_problems_are_reported_before_anything_runs(project, model_dir, tmp_path
     assert any("nope" in p for p in check_request(project, missing_model))
     lora = GenerateRequest(settings(model_dir, prompt=PROMPT + " <lora:fr3nch:0.8>"))
     assert any("fr3nch" in p and "LoRA" in p for p in check_request(project, lora))
+    # A Schedule type axis value that one of the sweep's samplers does not offer.
+    schedules = GenerateRequest(
+        settings(model_dir), x="Sampler:Euler a, LCM", y="Schedule type:Karras"
+    )
+    assert any(
+        "'Karras' is not available for sampler 'LCM'" in p
+        for p in check_request(project, schedules)
+    )
     ended, job, _ = submit_and_run(project, bad_sr)
     assert ended.status == "failed" and "a cat" in job["error"]
     assert project.catalog.image_count() == 0

@@ -207,6 +207,16 @@ def test_token_counters_follow_the_text(panel: GeneratePanel) -> None:
     assert panel.negative_tokens.text() == "8/75"
 
 
+def test_token_counter_counts_the_longest_scheduled_prompt(panel: GeneratePanel) -> None:
+    panel.steps_spin.setValue(10)
+    panel.prompt_edit.setPlainText("a [cat:very fluffy long haired dog:0.5]")
+    assert panel.prompt_tokens.text() == "6/75"  # "a very fluffy long haired dog", as in A1111
+    assert "steps 1–6: a cat" in panel.prompt_tokens.toolTip()
+    panel.prompt_edit.setPlainText("a [cat|very fluffy long haired dog]")
+    panel.steps_spin.setValue(1)  # one step only ever reads the first option
+    assert panel.prompt_tokens.text() == "2/75"
+
+
 def test_progress_shows_image_count_speed_eta_and_preview(panel: GeneratePanel, qtbot) -> None:
     panel.job_started(7)
     assert panel.cancel_button.isEnabled() and panel.generate_button.isEnabled()

@@ -221,7 +221,7 @@ def test_settings_write_a1111_infotext() -> None:
     assert text == (
         "a photo\nNegative prompt: blurry\n"
         "Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 4240233169, "
-        "Size: 512x768, Model hash: 9aba26abdf, Model: deliberate_v2"
+        "Size: 512x768, Model hash: 9aba26abdf, Model: deliberate_v2, RNG: NV"
     )
     assert parse_infotext(text).seed == 4240233169
 
@@ -244,6 +244,7 @@ def test_infotext_extras_clip_skip_and_vae() -> None:
         "VAE hash",
         "VAE",
         "Clip skip",
+        "RNG",
         "Lora hashes",
     ]
     assert params.settings["VAE"] == "vae-ft-mse-840000"

@@ -337,6 +337,16 @@ def test_prompt_report_is_json_ready() -> None:
     assert report == {
         "prompt": "an (important) word BREAK mychar",
         "extra_networks": [],
+        "steps": 30,
+        "schedule": [
+            {
+                "first_step": 1,
+                "last_step": 30,
+                "text": "an (important) word BREAK mychar",
+                "token_count": 6,
+            }
+        ],
+        "emphasis": "Original",
         "attention": [
             ["an ", 1.0],
             ["important", 1.1],

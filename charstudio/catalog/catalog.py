@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from charstudio import finite_json
 from charstudio.catalog import decisions, queries
 from charstudio.catalog.database import connect
 from charstudio.catalog.queries import ImageFilter
@@ -228,7 +229,8 @@ class Catalog:
 
     def update_job(self, job_id: int, **fields: Any) -> None:
         if "result" in fields and not isinstance(fields["result"], str | None):
-            fields["result"] = json.dumps(fields["result"], ensure_ascii=False)
+            # Strict JSON: a NaN loss or score is stored as null, never as a bare NaN.
+            fields["result"] = finite_json.dumps(fields["result"], ensure_ascii=False)
         if fields.get("status") in ("done", "failed", "canceled"):
             fields.setdefault("finished_at", utc_now())
         with self.transaction():

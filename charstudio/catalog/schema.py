@@ -181,6 +181,10 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL
     );
     """,
+    # 5: a checkpoint-grid cell that failed (NaN) says why; it has no file and no score.
+    """
+    ALTER TABLE grid_cells ADD COLUMN error TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

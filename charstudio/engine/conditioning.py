@@ -14,6 +14,11 @@ What A1111 does, and this module with it:
   hidden state N layers from the end and applies ``final_layer_norm`` to it.
 * Emphasis "Original" (A1111's default): ``z *= weights`` per token, then ``z *= old_mean /
   new_mean`` over the chunk so the overall mean is unchanged. "No norm" skips the rescale.
+  "None" ignores the attention syntax: brackets, weights and BREAK are plain text.
+* Prompt editing ``[a:b:when]`` and alternation ``[a|b]`` (A1111's extras) make the
+  conditioning change during sampling: :meth:`PromptEncoder.schedule` works out the prompt's
+  schedule (:mod:`charstudio.prompts.schedule`), encodes each distinct text once, and the
+  sampler asks the resulting :class:`ConditioningSchedule` for every step's conditioning.
 
 torch is imported inside functions so importing this module stays cheap.
 """
@@ -32,17 +37,21 @@ from charstudio.prompts import (
     PromptTokens,
     count_prompt_tokens,
     get_clip_tokenizer,
+    prompt_schedule,
     split_extra_networks,
 )
+from charstudio.prompts.attention import EMPHASIS_MODES
+from charstudio.prompts.schedule import schedule_index
 from charstudio.prompts.token_count import COMMA_BACKTRACK
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     import torch
 
 __all__ = [
     "EMPHASIS_MODES",
+    "ConditioningSchedule",
     "EmbeddingsArg",
     "PromptEncoder",
     "check_prompt_embeddings",
@@ -51,10 +60,6 @@ __all__ = [
     "prompt_embeddings",
     "tokenize_prompt",
 ]
-
-# A1111's "Emphasis mode" setting values we reproduce. ("None", which makes brackets literal
-# text, would need count_prompt_tokens to skip attention parsing.)
-EMPHASIS_MODES = ("Original", "No norm")
 
 EmbeddingsArg = EmbeddingLibrary | Mapping[str, "torch.Tensor"] | None
 
@@ -89,14 +94,17 @@ def tokenize_prompt(
     tokenizer: ClipTokenizer | None = None,
     embeddings: EmbeddingsArg = None,
     comma_backtrack: int = COMMA_BACKTRACK,
+    attention: bool = True,
 ) -> PromptTokens:
-    """The prompt's A1111 chunks, extra-network tags removed, embeddings placed."""
+    """The prompt's A1111 chunks, extra-network tags removed, embeddings placed;
+    ``attention=False`` reads brackets as text (emphasis "None")."""
     text, _networks = split_extra_networks(prompt)
     return count_prompt_tokens(
         text,
         embeddings=_embedding_counts(embeddings),
         tokenizer=tokenizer if tokenizer is not None else get_clip_tokenizer(),
         comma_backtrack=comma_backtrack,
+        attention=attention,
     )
 
 
@@ -140,6 +148,8 @@ def _apply_emphasis(z: torch.Tensor, multipliers: torch.Tensor, emphasis: str) -
     The dtypes follow A1111's: float32 multipliers promote an fp16 ``z`` to float32, while the
     original mean is taken in the encoder's dtype.
     """
+    if emphasis == "None":  # every weight is 1 and A1111 leaves the output alone
+        return z
     weighted = z * multipliers.unsqueeze(-1)
     if emphasis == "No norm":
         return weighted
@@ -174,6 +184,8 @@ def encode_prompt(
     its dtype, and the result is moved to ``device``/``dtype`` when given. ``embeddings`` are
     the textual inversions the prompt may name (a library, or name -> ``[n, width]`` vectors).
     ``requires_grad`` keeps autograd on (e.g. to train through the injected vectors).
+    The prompt is encoded as written: prompt editing and alternation are resolved before, by
+    :meth:`PromptEncoder.schedule`.
     """
     import torch
 
@@ -189,7 +201,11 @@ def encode_prompt(
 
     tokenizer = tokenizer if tokenizer is not None else get_clip_tokenizer()
     tokens = tokenize_prompt(
-        prompt, tokenizer=tokenizer, embeddings=embeddings, comma_backtrack=comma_backtrack
+        prompt,
+        tokenizer=tokenizer,
+        embeddings=embeddings,
+        comma_backtrack=comma_backtrack,
+        attention=emphasis != "None",
     )
 
     ids: list[list[int]] = []
@@ -291,6 +307,60 @@ def check_prompt_embeddings(
     return problems
 
 
+class ConditioningSchedule:
+    """The conditioning for each sampling step: what the sampler asks for at every step.
+
+    ``cond`` and ``uncond`` are A1111 schedules, ``(end_at_step, tensor)`` ascending; at
+    sampler call ``step`` (0-based) each uses its first entry whose end is at least ``step``
+    (A1111's ``reconstruct_cond_batch``). ``empty`` gives the empty prompt's encoding, asked
+    for only when a pair differs in length, to pad the shorter to the same number of chunks;
+    without it the pairs must already match.
+    A prompt without prompt editing or alternation has a single entry.
+    """
+
+    def __init__(
+        self,
+        cond: list[tuple[int, torch.Tensor]],
+        uncond: list[tuple[int, torch.Tensor]],
+        *,
+        empty: Callable[[], torch.Tensor] | None = None,
+    ) -> None:
+        if not cond or not uncond:
+            raise ValueError("a conditioning schedule needs at least one entry each")
+        self.cond = cond
+        self.uncond = uncond
+        self.empty = empty
+        self._pairs: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def constant(cls, cond: torch.Tensor, uncond: torch.Tensor) -> ConditioningSchedule:
+        """The same (already padded) pair for every step (past its end, A1111's lookup falls
+        back to the first entry)."""
+        return cls([(0, cond)], [(0, uncond)])
+
+    @property
+    def is_scheduled(self) -> bool:
+        return len(self.cond) > 1 or len(self.uncond) > 1
+
+    def indices(self, step: int) -> tuple[int, int]:
+        """Which cond and uncond entries sampler call ``step`` (0-based) uses."""
+        return (
+            schedule_index([end for end, _ in self.cond], step),
+            schedule_index([end for end, _ in self.uncond], step),
+        )
+
+    def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cond, uncond)`` for sampler call ``step`` (0-based), padded to the same length."""
+        key = self.indices(step)
+        pair = self._pairs.get(key)
+        if pair is None:
+            cond, uncond = self.cond[key[0]][1], self.uncond[key[1]][1]
+            if cond.shape[1] != uncond.shape[1] and self.empty is not None:
+                cond, uncond = pad_to_same_length(cond, uncond, self.empty())
+            pair = self._pairs[key] = (cond, uncond)
+        return pair
+
+
 class PromptEncoder:
     """Encodes a job's prompts with fixed settings; caches the empty-prompt encoding."""
 
@@ -340,6 +410,24 @@ class PromptEncoder:
         if pad and cond.shape[1] != uncond.shape[1]:
             cond, uncond = pad_to_same_length(cond, uncond, self.empty())
         return cond, uncond
+
+    def schedule(self, prompt: str, negative_prompt: str, steps: int) -> ConditioningSchedule:
+        """Both prompts' conditioning for ``steps`` sampling steps, following their prompt
+        editing and alternation (A1111's ``get_learned_conditioning``); each distinct text is
+        encoded once. Extra-network tags are removed first, as A1111 does."""
+        encoded: dict[str, torch.Tensor] = {}
+
+        def entries(text: str) -> list[tuple[int, torch.Tensor]]:
+            plain, _networks = split_extra_networks(text)
+            result = []
+            for end, variant in prompt_schedule(plain, steps).entries:
+                if variant not in encoded:
+                    encoded[variant] = self.encode(variant)
+                result.append((end, encoded[variant]))
+            return result
+
+        cond, uncond = entries(prompt), entries(negative_prompt)
+        return ConditioningSchedule(cond, uncond, empty=self.empty)
 
     def used_embeddings(self, prompt: str) -> dict[str, Embedding | None]:
         """Embeddings a prompt uses -> their :class:`Embedding` (None for plain tensors)."""

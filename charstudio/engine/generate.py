@@ -23,7 +23,7 @@ from charstudio.atomic_files import remove_file
 from charstudio.catalog.importer import image_record
 from charstudio.catalog.records import utc_now
 from charstudio.engine.requests import GenerateRequest
-from charstudio.engine.runner import GenerationError, ModelRunner
+from charstudio.engine.runner import GenerationError, ImagesFailed, ModelRunner
 from charstudio.engine.sweeps import ImageJob, SweepPlan
 from charstudio.jobs.protocol import CancelToken, Job, JobCanceled, ProgressClock
 from charstudio.metadata.imagefile import CHARSTUDIO_KEY, probe_image_bytes, write_png
@@ -48,6 +48,9 @@ class GenerateResult:
     grid_path: str | None = None
     skipped: int = 0  # images already made by an earlier run of the same job
     canceled: bool = False
+    # Images that came out NaN: {"index", "seed", "error"}; nothing was written for them.
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. the VAE switched to fp32
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +60,8 @@ class GenerateResult:
             "grid_path": self.grid_path,
             "skipped": self.skipped,
             "canceled": self.canceled,
+            "failed": self.failed,
+            "notes": self.notes,
         }
 
 
@@ -76,7 +81,7 @@ def check_request(
     seen: set[Any] = set()
     for cell in plan.cells:
         s = cell.settings
-        key = (s.model, s.vae, s.prompt, s.negative_prompt)
+        key = (s.model, s.vae, s.prompt, s.negative_prompt, s.sampler, s.schedule_type)
         if key in seen:
             continue
         seen.add(key)
@@ -107,16 +112,23 @@ class _Batch:
     def seeds(self) -> list[int]:
         return [job.seed for _, job in self.images]
 
+    @property
+    def subseeds(self) -> list[int] | None:
+        """The images' variation seeds; None without a variation strength."""
+        subseeds = [job.subseed for _, job in self.images]
+        return None if None in subseeds else subseeds  # type: ignore[return-value]
+
 
 def plan_batches(plan: SweepPlan) -> list[_Batch]:
     """The plan cut into the batches the sampler runs, each image with its plan index."""
     batches: list[_Batch] = []
     index = 0
     for cell in plan.cells:
-        for seeds in cell.batches():
+        for seeds, subseeds in zip(cell.batches(), cell.subseed_batches(), strict=True):
             batch = _Batch([])
-            for position, seed in enumerate(seeds):
-                batch.images.append((index, ImageJob(cell, len(batches), position, seed)))
+            for position, (seed, subseed) in enumerate(zip(seeds, subseeds, strict=True)):
+                job = ImageJob(cell, len(batches), position, seed, subseed)
+                batch.images.append((index, job))
                 index += 1
             batches.append(batch)
     return batches
@@ -133,8 +145,10 @@ def generate_job(
     """Run a generation request (``GenerateRequest.to_params()``). Yields ``Progress`` whose
     ``done``/``total`` count sampling steps over the whole job, with ``detail``:
     ``images_done``, ``images_total``, ``it_per_s`` (steps per second of the current batch),
-    ``preview`` (a small PIL image of the batch being sampled, now and then) and
-    ``new_image_ids`` (the images just recorded)."""
+    ``preview`` (a small PIL image of the batch being sampled, now and then),
+    ``new_image_ids`` (the images just recorded), ``failed`` (images that came out NaN, with
+    the reason; nothing is written for them) and ``note`` (the VAE switched to fp32). A job
+    whose every image failed raises :class:`GenerationError` with the reason."""
     cancel = cancel or CancelToken()
     request = GenerateRequest.from_params(params)
     runner = runner or ModelRunner(project)
@@ -175,7 +189,8 @@ def generate_job(
         )
         started = time.perf_counter()
         last_preview = 0.0
-        run = runner.batch(settings, batch.seeds, cancel=cancel)
+        run = runner.batch(settings, batch.seeds, cancel=cancel, subseeds=batch.subseeds)
+        failed: list[dict[str, Any]] = []
         while True:
             try:
                 event = next(run)
@@ -185,6 +200,13 @@ def generate_job(
             except JobCanceled:
                 result.canceled = True
                 return result
+            except ImagesFailed as failure:  # keep the good images, write nothing for the rest
+                outputs = failure.outputs
+                failed = [
+                    {"index": batch.images[i][0], "seed": batch.seeds[i], "error": reason}
+                    for i, reason in sorted(failure.reasons.items())
+                ]
+                break
             now = time.perf_counter()
             detail: dict[str, Any] = {
                 "images_done": images_done,
@@ -205,23 +227,42 @@ def generate_job(
             )
         new_ids = _record_batch(project, job_id, batch, paths, outputs, result, made)
         for index, _ in batch.images:  # keep only small copies, and only for a grid
+            if index not in made:  # failed
+                continue
             image_id, image = made[index]
             keep = image is not None and wants_grid
             made[index] = (image_id, _grid_copy(image, grid_scale) if keep else None)
         steps_done += settings.steps
         images_done += len(batch.images)
+        result.failed.extend(failed)
+        extra: dict[str, Any] = {}
+        if failed:
+            extra["failed"] = failed
+        for note in runner.notes:
+            if note not in result.notes:
+                result.notes.append(note)
+                extra["note"] = note
+        message = f"{images_done}/{images_total} images"
+        if result.failed:
+            message += f" ({len(result.failed)} failed: {result.failed[0]['error']})"
+        if "note" in extra:
+            message += f" · {extra['note']}"
         yield clock(
             steps_done,
-            f"{images_done}/{images_total} images",
+            message,
             images_done=images_done,
             images_total=images_total,
             new_image_ids=new_ids,
+            **extra,
         )
         if cancel.canceled:
             result.canceled = True
             return result
 
-    if wants_grid:
+    if result.failed and not result.image_ids:
+        first = result.failed[0]["error"]
+        raise GenerationError(first[:1].upper() + first[1:] + " (no image was saved)")
+    if wants_grid and made:
         result.grid_path = _save_grid(project, job_id, plan, batches, made, request)
     return result
 
@@ -231,13 +272,15 @@ def _record_batch(
     job_id: int,
     batch: _Batch,
     paths: Sequence[str],
-    outputs: Sequence[tuple[Image.Image, Any]],
+    outputs: Sequence[tuple[Image.Image | None, Any]],
     result: GenerateResult,
     made: dict[int, tuple[int, Image.Image | None]],
 ) -> list[int]:
     catalog = project.catalog
     new_ids: list[int] = []
     for (index, job), path, (image, params) in zip(batch.images, paths, outputs, strict=True):
+        if image is None:  # came out NaN: no file, no row
+            continue
         existing = catalog.image_by_path(path)
         if existing is not None and existing.id is not None:  # kept from an interrupted run
             made[index] = (existing.id, image)
@@ -324,6 +367,8 @@ def _save_grid(
     per_cell: dict[tuple[int, int, int], list[tuple[int, int, Image.Image]]] = {}
     for batch in batches:
         for index, job in batch.images:
+            if index not in made:  # failed (NaN): the cell shows what did come out
+                continue
             image_id, image = made[index]
             if image is None:  # made by an earlier run: read it back from its file
                 record = project.catalog.image(image_id)

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from charstudio.engine.requests import GenerateRequest
 from charstudio.engine.runner import GenerationError, ModelRunner
+from charstudio.engine.seeds import RNG_SOURCES
 from charstudio.engine.sweeps import GenerationSettings
 from charstudio.jobs.protocol import CancelToken, Job, ProgressClock
 from charstudio.metadata.infotext import parse_infotext
+from charstudio.prompts.attention import EMPHASIS_MODES
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -37,6 +39,36 @@ class RegenerateResult:
     seeds: list[int]  # the batch that was re-run
     position: int  # the image's place in that batch
     identical: bool | None  # pixels equal to the catalogued file (None if it is missing)
+
+
+def _emphasis(value: str | None) -> str:
+    """A1111's ``Emphasis`` infotext value; absent or unknown means its default."""
+    value = (value or "").strip()
+    return value if value in EMPHASIS_MODES else "Original"
+
+
+def _rng(extras: dict[str, str]) -> str:
+    """The noise source from A1111's ``RNG`` infotext key. Absent means A1111's default, GPU
+    (as A1111 reads it), except in charstudio's own images from before it wrote the key:
+    those were drawn with torch's CPU generator."""
+    value = extras.get("RNG", "").strip().upper()
+    if value in RNG_SOURCES:
+        return value
+    if "RNG" not in extras and extras.get("Version", "").startswith("charstudio"):
+        return "CPU"
+    return "GPU"
+
+
+def _variation(extras: dict[str, str]) -> dict[str, Any]:
+    """A1111's ``Variation seed`` and ``Variation seed strength`` (absent: no variation)."""
+    try:
+        subseed = int(extras["Variation seed"])
+        strength = float(extras["Variation seed strength"])
+    except (KeyError, ValueError):
+        return {}
+    if subseed < 0 or not 0.0 < strength <= 1.0:
+        return {}
+    return {"subseed": subseed, "subseed_strength": strength}
 
 
 def settings_from_infotext(text: str, *, model: str | None) -> GenerationSettings:
@@ -70,13 +102,17 @@ def settings_from_infotext(text: str, *, model: str | None) -> GenerationSetting
         height=params.height,
         model=model or params.model,
         clip_skip=params.clip_skip or 1,
+        emphasis=_emphasis(params.extras.get("Emphasis")),
+        rng=_rng(params.extras),
+        **_variation(params.extras),
     )
 
 
 def _original_batch(
     project: Project, image_id: int, record: Any
-) -> tuple[GenerationSettings, list[int], int] | None:
-    """The settings, batch seeds and position of a generated image, from its job's plan."""
+) -> tuple[GenerationSettings, list[int], list[int] | None, int] | None:
+    """The settings, batch seeds, variation seeds and position of a generated image, from its
+    job's plan."""
     if record.job_id is None:
         return None
     try:
@@ -95,7 +131,7 @@ def _original_batch(
     for batch in plan_batches(request.plan()):
         for position, (plan_index, image_job) in enumerate(batch.images):
             if plan_index == index and image_job.seed == record.seed:
-                return batch.cell_settings, batch.seeds, position
+                return batch.cell_settings, batch.seeds, batch.subseeds, position
     return None
 
 
@@ -119,7 +155,7 @@ def regenerate_image(
     runner = runner or ModelRunner(project)
     original = _original_batch(project, image_id, record)
     if original is not None:
-        settings, seeds, position = original
+        settings, seeds, subseeds, position = original
         if model:
             settings = settings.replace(model=model)
     else:
@@ -129,14 +165,14 @@ def regenerate_image(
             settings = settings_from_infotext(record.infotext, model=model)
         except ValueError as error:
             raise GenerationError(f"{record.path}: {error}") from None
-        seeds, position = [settings.seed], 0
+        seeds, subseeds, position = [settings.seed], None, 0
     problems = runner.problems(settings)
     if problems:
         raise GenerationError("; ".join(problems))
 
     clock = ProgressClock(settings.steps)
     yield clock(0, "loading")
-    run = runner.batch(settings, seeds, cancel=cancel)
+    run = runner.batch(settings, seeds, cancel=cancel, subseeds=subseeds)
     while True:
         try:
             event = next(run)

@@ -95,6 +95,8 @@ class GenerateRequest:
         if unknown:
             raise ValueError(f"unknown generation settings: {', '.join(sorted(unknown))}")
         raw["extra_params"] = tuple(tuple(pair) for pair in raw.get("extra_params") or ())
+        # Requests stored before the RNG setting existed were drawn with torch's CPU generator.
+        raw.setdefault("rng", "CPU")
         try:
             settings = GenerationSettings(**raw)
         except TypeError as error:  # a required field (the prompt) is missing

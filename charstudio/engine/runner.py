@@ -9,6 +9,7 @@ names, and writes A1111 infotext that says exactly how each image was made.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Generator, Sequence
@@ -26,6 +27,7 @@ from charstudio.engine.runtime import (
     is_out_of_memory,
     prepare_for_inference,
 )
+from charstudio.engine.samplers import resolve_sampler
 from charstudio.engine.sweeps import GenerationSettings, model_display_name
 from charstudio.jobs.protocol import CancelToken, JobError
 from charstudio.metadata.infotext import GenerationParams
@@ -40,6 +42,7 @@ __all__ = [
     "ENGINE_SETTING",
     "MODEL_CACHE",
     "GenerationError",
+    "ImagesFailed",
     "ModelRunner",
     "StepEvent",
     "find_checkpoints",
@@ -59,8 +62,34 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MODEL_CACHE = ModelCache()
 
 
+log = logging.getLogger(__name__)
+
+VAE_FP32_NOTE = (
+    "The VAE produced NaN in half precision; it was switched to 32-bit floats (fp32) for the "
+    'rest of this job, as A1111\'s "revert VAE to 32-bit floats" does.'
+)
+
+
 class GenerationError(JobError):
     """A job that cannot run or went wrong, with a message meant for the artist."""
+
+
+class ImagesFailed(GenerationError):
+    """Some images of a batch came out NaN or infinite. ``outputs`` holds every image of the
+    batch in order, ``None`` for a failed one, whose reason is in ``reasons``; callers that
+    keep the good images catch this, the others fail with the message."""
+
+    def __init__(
+        self,
+        outputs: list[tuple[Image.Image | None, GenerationParams]],
+        reasons: dict[int, str],
+    ) -> None:
+        self.outputs = outputs
+        self.reasons = reasons
+        first = reasons[min(reasons)]
+        count = len(reasons)
+        prefix = f"{count} of {len(outputs)} images failed: " if len(outputs) > 1 else ""
+        super().__init__(prefix + first[:1].upper() + first[1:])
 
 
 @dataclass(frozen=True)
@@ -128,6 +157,21 @@ def resolve_model(project: Project, name: str, *, near: str | None = None) -> Pa
     raise ModelNotFoundError(f"checkpoint not found: {name} (looked in {where})")
 
 
+def _variation_seeds(
+    settings: GenerationSettings, seeds: Sequence[int], subseeds: Sequence[int] | None
+) -> list[int] | None:
+    """Each image's variation seed, or None when ``settings`` has no variation strength."""
+    if not settings.varied:
+        return None
+    if subseeds is None:
+        if settings.subseed < 0:
+            raise ValueError("resolve the variation seed -1 before generating")
+        return [settings.subseed + i for i in range(len(seeds))]
+    if len(subseeds) != len(seeds):
+        raise ValueError(f"{len(subseeds)} variation seeds for {len(seeds)} seeds")
+    return list(subseeds)
+
+
 class ModelRunner:
     """Generates batches for one project with its folders and engine options."""
 
@@ -150,6 +194,9 @@ class ModelRunner:
         self.loras = LoraLibrary(_folders(project, LORA_FOLDERS_SETTING, "loras"))
         # The job's base checkpoint: a Checkpoint name axis may name its siblings by name.
         self.base_model: str | None = None
+        # Set when the half-precision VAE produced NaN: it stays fp32 for the rest of the job.
+        self.vae_fp32 = False
+        self.notes: list[str] = []  # what the job should tell the artist (the fp32 switch)
 
     # -- checks before a job ---------------------------------------------------------------
 
@@ -177,6 +224,10 @@ class ModelRunner:
             problems.append(str(error))
         if settings.vae and not Path(settings.vae).exists():
             problems.append(f"VAE file not found: {settings.vae}")
+        try:  # e.g. a Schedule type axis value the cell's sampler does not offer
+            resolve_sampler(settings.sampler, settings.schedule_type)
+        except ValueError as error:
+            problems.append(str(error))
         for prompt in (settings.prompt, settings.negative_prompt):
             for name, _weights in loras_in_prompt(prompt):
                 if self.loras.resolve(name) is None:
@@ -209,7 +260,21 @@ class ModelRunner:
             dtype=self.options.resolved_dtype(device),
         )
         prepare_for_inference(components, self.options)
+        self._set_vae_precision(components)
         return components
+
+    def _set_vae_precision(self, components: Any) -> None:
+        """fp32 VAE while this job needs it; a resident model upcast by an earlier job gets its
+        own precision back."""
+        import torch
+
+        original = getattr(components, "vae_upcast_from", None)
+        if self.vae_fp32 and components.vae.dtype != torch.float32:
+            components.vae_upcast_from = original or components.vae.dtype
+            components.vae.to(dtype=torch.float32)
+        elif not self.vae_fp32 and original is not None:
+            components.vae.to(dtype=original)
+            components.vae_upcast_from = None
 
     def _apply_loras(self, components: SD15Components, settings: GenerationSettings) -> list[Any]:
         # The patcher lives with the resident model, not with this runner: the next job's
@@ -231,13 +296,17 @@ class ModelRunner:
         *,
         cancel: CancelToken | None = None,
         decode_mode: str = "batch",
+        subseeds: Sequence[int] | None = None,
     ) -> Generator[StepEvent, None, list[tuple[Image.Image, GenerationParams]]]:
         """Sample and decode one batch; yields after every step, returns each image with its
-        infotext. A GPU out-of-memory error becomes a :class:`GenerationError` that says what
-        to change; the VAE decode first retries image by image, then tiled."""
+        infotext. ``subseeds`` are the images' variation seeds when ``settings`` has a variation
+        strength (default: ``settings.subseed + i`` for image i, as A1111 numbers them). A GPU
+        out-of-memory error becomes a :class:`GenerationError` that says what to change; the
+        VAE decode first retries image by image, then tiled."""
         from charstudio.engine.conditioning import PromptEncoder
         from charstudio.engine.sampling import iter_sample_latents
 
+        subseeds = _variation_seeds(settings, seeds, subseeds)
         components = self.load(settings)
         loras = self._apply_loras(components, settings)
         device = self.options.resolved_device()
@@ -245,6 +314,7 @@ class ModelRunner:
             components.text_encoder,
             embeddings=self.embeddings,
             clip_skip=settings.clip_skip,
+            emphasis=settings.emphasis,
             device=device,
             dtype=components.unet.dtype,
         )
@@ -264,7 +334,14 @@ class ModelRunner:
             scheduler_config=components.scheduler_config,
             device=device,
             cancel=cancel,
+            rng=settings.rng,
+            subseeds=subseeds,
+            subseed_strength=settings.subseed_strength,
         )
+        from charstudio.engine.nonfinite import bad_rows, latents_message
+
+        reasons: dict[int, str] = {}  # image index -> why it failed (NaN latents)
+        sampler = " ".join(filter(None, (settings.sampler, settings.schedule_type)))
         while True:
             try:
                 step, total, current = next(loop)
@@ -275,29 +352,79 @@ class ModelRunner:
                 if not is_out_of_memory(error):
                     raise
                 raise self._out_of_memory(settings, len(seeds)) from None
+            for index in bad_rows(current):
+                reasons.setdefault(index, latents_message(step, total, sampler))
+            if len(reasons) == len(seeds):  # nothing left to save: stop sampling now
+                loop.close()
+                params = self._params(components, settings, encoder, loras, seeds, subseeds)
+                raise ImagesFailed([(None, p) for p in params], reasons)
             yield StepEvent(step, total, current)
-        images = self._decode(components, latents, settings, len(seeds), decode_mode)
+        good = [i for i in range(len(seeds)) if i not in reasons]
+        decoded = self._decode(components, latents[good], settings, len(good), decode_mode)
+        images: list[Image.Image | None] = [None] * len(seeds)
+        for index, image in zip(good, decoded, strict=True):
+            if isinstance(image, str):
+                reasons[index] = image
+            else:
+                images[index] = image
+        params = self._params(components, settings, encoder, loras, seeds, subseeds)
+        outputs = list(zip(images, params, strict=True))
+        if reasons:
+            raise ImagesFailed(outputs, reasons)
+        return outputs  # type: ignore[return-value]  # no None left
+
+    def _params(
+        self,
+        components: Any,
+        settings: GenerationSettings,
+        encoder: Any,
+        loras: Any,
+        seeds: Any,
+        subseeds: Sequence[int] | None = None,
+    ) -> list[GenerationParams]:
         extras = self._infotext_extras(components, settings, encoder, loras)
         model_hash = components.model_hash
         return [
-            (image, settings.to_params(seed, model_hash=model_hash, extras=extras))
-            for image, seed in zip(images, seeds, strict=True)
+            settings.to_params(
+                seed,
+                subseed=None if subseeds is None else subseeds[i],
+                model_hash=model_hash,
+                extras=extras,
+            )
+            for i, seed in enumerate(seeds)
         ]
 
     def _decode(
         self, components: Any, latents: Any, settings: GenerationSettings, count: int, mode: str
-    ) -> list[Image.Image]:
+    ) -> list[Image.Image | str]:
+        """The decoded images; a string (the reason) for an image the VAE turned into NaN even
+        in fp32. NaN from a half-precision VAE switches it to fp32 and decodes again."""
+        from charstudio.engine.nonfinite import NonFiniteDecode, is_half
         from charstudio.engine.runtime import free_gpu_memory
         from charstudio.engine.sampling import DECODE_MODES, decode_latents
 
+        if count == 0:
+            return []
         modes = list(DECODE_MODES[DECODE_MODES.index(mode) :])
         while True:
             try:
-                return decode_latents(components.vae, latents, mode=modes.pop(0))
+                return list(decode_latents(components.vae, latents, mode=modes[0]))
+            except NonFiniteDecode as error:
+                if is_half(error.dtype) and not self.vae_fp32:
+                    self.vae_fp32 = True
+                    self._set_vae_precision(components)
+                    self.notes.append(VAE_FP32_NOTE)
+                    log.warning(VAE_FP32_NOTE)
+                    continue
+                return [
+                    str(error) if i in error.indices else image
+                    for i, image in enumerate(error.images)
+                ]
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise
                 free_gpu_memory()
+                modes.pop(0)
                 if not modes:
                     raise self._out_of_memory(settings, count) from None
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from charstudio.engine.nonfinite import NonFiniteDecode, bad_rows
 from charstudio.engine.samplers import make_scheduler, resolve_sampler
-from charstudio.engine.seeds import noise_and_generators
+from charstudio.engine.seeds import DEFAULT_RNG, noise_and_generators, scheduler_step
 from charstudio.jobs.protocol import CancelToken
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from charstudio.engine.conditioning import PromptEncoder
+    from charstudio.engine.conditioning import ConditioningSchedule, PromptEncoder
 
 # on_step(step, total, latents) — for progress and live previews
 StepCallback = Callable[[int, int, Any], None]
@@ -61,9 +62,21 @@ def iter_sample_latents(
     device: str = "cpu",
     dtype: Any = None,
     cancel: CancelToken | None = None,
+    conditioning: ConditioningSchedule | None = None,
+    rng: str = DEFAULT_RNG,
+    subseeds: Sequence[int] | None = None,
+    subseed_strength: float = 0.0,
 ) -> Generator[tuple[int, int, Any], None, Any]:
     """The sampling loop as a generator: yields ``(step, total, latents)`` after every step and
-    returns the denoised latents, so a job can report progress between steps."""
+    returns the denoised latents, so a job can report progress between steps.
+
+    Each UNet call takes its conditioning from a :class:`ConditioningSchedule` (prompt editing
+    and alternation), which ``encoder`` builds from the prompts unless ``conditioning`` (any
+    object whose ``at(call)`` gives ``(cond, uncond)``) is passed. As in A1111, the schedule
+    counts UNet calls: a second-order sampler's extra calls count too.
+
+    ``rng`` is A1111's random number generator source (``NV``, ``CPU`` or ``GPU``) for the
+    initial and the step noise; ``subseeds``/``subseed_strength`` its variation seeds."""
     import torch
 
     spec = resolve_sampler(sampler, schedule_type)
@@ -72,21 +85,44 @@ def iter_sample_latents(
     dtype = dtype or unet.dtype
     factor = vae_scale_factor(vae)
     shape = (unet.config.in_channels, height // factor, width // factor)
-    latents, generators = noise_and_generators(seeds, shape, device=device, dtype=dtype)
+    latents, generators = noise_and_generators(
+        seeds,
+        shape,
+        device=device,
+        dtype=dtype,
+        rng=rng,
+        subseeds=subseeds,
+        subseed_strength=subseed_strength,
+    )
     latents = latents * scheduler.init_noise_sigma
 
-    cond, uncond = encoder.encode_pair(prompt, negative_prompt)
-    batch = len(seeds)
-    context = torch.cat([uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)])
-    context = context.to(device=device, dtype=dtype)
-    step_kwargs: dict[str, Any] = {}
-    if spec.stochastic:
-        step_kwargs["generator"] = generators if batch > 1 else generators[0]
-
     timesteps = scheduler.timesteps
+    if conditioning is None:
+        # A1111 lays the schedule over its UNet calls, counting a second-order sampler's
+        # steps twice (steps * 2, though its last step makes a single call).
+        calls = len(timesteps)
+        conditioning = encoder.schedule(
+            prompt, negative_prompt, 2 * steps if calls > steps else calls
+        )
+    batch = len(seeds)
+    # The UNet's context per distinct (cond, uncond) pair; the pair is kept so its ids stay valid.
+    contexts: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
+
+    def context_at(index: int) -> Any:
+        cond, uncond = conditioning.at(index)
+        key = id(cond), id(uncond)
+        if key not in contexts:
+            pair = torch.cat([uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)])
+            contexts[key] = (cond, uncond, pair.to(device=device, dtype=dtype))
+        return contexts[key][2]
+
+    # Each image's stream feeds the step noise of samplers that draw it.
+    step_noise = generators if spec.stochastic else None
+
     for index, t in enumerate(timesteps):
         if cancel is not None:
             cancel.raise_if_canceled()
+        context = context_at(index)
         # Inference mode per step, not around the loop: a generator suspended inside a
         # ``with`` would leave the mode switched on in whatever code runs between steps.
         with torch.inference_mode():
@@ -94,7 +130,7 @@ def iter_sample_latents(
             noise = unet(model_input, t, encoder_hidden_states=context).sample
             noise_uncond, noise_cond = noise.chunk(2)
             guided = noise_uncond + cfg_scale * (noise_cond - noise_uncond)
-            latents = scheduler.step(guided, t, latents, **step_kwargs).prev_sample
+            latents = scheduler_step(scheduler, step_noise, guided, t, latents)
         yield index + 1, len(timesteps), latents
     return latents
 
@@ -105,6 +141,7 @@ def decode_latents(vae: Any, latents: Any, *, mode: str = "batch") -> list[Image
     ``mode`` "batch" decodes the whole batch in one VAE call (fastest); "slice" one image per
     call (flat memory); "tile" one image per call in overlapping tiles (least memory, for
     large sizes). The generator falls back along that list when the GPU runs out of memory.
+    NaN or infinite pixels raise :class:`NonFiniteDecode` naming the images.
     """
     import torch
     from PIL import Image
@@ -117,13 +154,17 @@ def decode_latents(vae: Any, latents: Any, *, mode: str = "batch") -> list[Image
     try:
         chunks = [latents] if mode == "batch" else list(latents.split(1))
         images = []
+        bad: list[int] = []
         with torch.inference_mode():
             for chunk in chunks:
                 scaled = chunk.to(vae.dtype) / vae.config.scaling_factor
                 pixels = vae.decode(scaled).sample
+                bad.extend(len(images) + i for i in bad_rows(pixels))
                 pixels = ((pixels.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
                 for array in pixels.permute(0, 2, 3, 1).cpu().numpy():
                     images.append(Image.fromarray(array, "RGB"))
+        if bad:  # never a black picture: the caller retries in fp32 or fails those images
+            raise NonFiniteDecode(bad, vae.dtype, images)
         return images
     finally:
         if tiling:

@@ -56,7 +56,9 @@ from charstudio.engine.samplers import (
     schedule_label,
     split_sampler_name,
 )
+from charstudio.engine.seeds import DEFAULT_RNG, normalize_rng
 from charstudio.metadata.infotext import GenerationParams
+from charstudio.prompts.attention import EMPHASIS_MODES
 from charstudio.prompts.extra_networks import ExtraNetwork, split_extra_networks
 
 __all__ = [
@@ -134,6 +136,15 @@ class GenerationSettings:
     model_hash: str | None = None
     vae: str | None = None
     clip_skip: int = 1
+    # A1111's "Emphasis mode": "Original", "No norm", or "None" (brackets are plain text).
+    emphasis: str = "Original"
+    # A1111's "Random number generator source": "NV" (CUDA's noise on any machine, charstudio's
+    # default), "CPU" or "GPU" (A1111's default); written as ``RNG`` in every image's infotext.
+    rng: str = DEFAULT_RNG
+    # A1111's variation seed ("subseed", -1 random) and its strength (0: no variation). With a
+    # strength every image of the job keeps ``seed`` and image k varies toward ``subseed + k``.
+    subseed: int = -1
+    subseed_strength: float = 0.0
     batch_size: int = 1
     batch_count: int = 1
     extra_params: tuple[tuple[str, str], ...] = ()
@@ -142,6 +153,17 @@ class GenerationSettings:
         _check_int("Seed", self.seed, minimum=-1)
         _check_int("Steps", self.steps, minimum=1)
         _check_int("Clip skip", self.clip_skip, minimum=1)
+        object.__setattr__(self, "rng", normalize_rng(self.rng))
+        _check_int("Variation seed", self.subseed, minimum=-1)
+        strength = self.subseed_strength
+        if isinstance(strength, bool) or not isinstance(strength, int | float):
+            raise ValueError(f"Variation seed strength must be a number, not {strength!r}")
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"Variation seed strength must be in [0, 1], not {strength!r}")
+        object.__setattr__(self, "subseed_strength", float(strength))
+        if self.emphasis not in EMPHASIS_MODES:
+            modes = ", ".join(EMPHASIS_MODES)
+            raise ValueError(f"Emphasis must be one of {modes}, not {self.emphasis!r}")
         _check_int("Batch size", self.batch_size, minimum=1)
         _check_int("Batch count", self.batch_count, minimum=1)
         _check_size(self.width, self.height)
@@ -166,6 +188,11 @@ class GenerationSettings:
         """The prompt's extra-network tags (``<lora:name:w>`` ...), in order."""
         return split_extra_networks(self.prompt)[1]
 
+    @property
+    def varied(self) -> bool:
+        """Whether a variation seed blends into the noise (A1111: strength not 0)."""
+        return self.subseed_strength != 0
+
     def replace(self, **changes: Any) -> GenerationSettings:
         return dataclasses.replace(self, **changes)
 
@@ -173,6 +200,7 @@ class GenerationSettings:
         self,
         seed: int | None = None,
         *,
+        subseed: int | None = None,
         model_hash: str | None = None,
         extras: Mapping[str, object] | None = None,
     ) -> GenerationParams:
@@ -180,6 +208,8 @@ class GenerationSettings:
 
         ``seed`` is that image's seed (default: ``self.seed``) and must not be -1. ``model_hash``
         overrides ``self.model_hash`` (the engine knows it once the checkpoint is hashed).
+        ``subseed`` is the image's variation seed (default: ``self.subseed``), written with its
+        strength only when the strength is not 0, as A1111 does.
         Like A1111, ``Clip skip`` is written only above 1 and ``Model``/``VAE`` as file names
         without extension.
         """
@@ -187,8 +217,22 @@ class GenerationSettings:
         if seed < 0:
             raise ValueError("an image's infotext needs its actual seed, not -1 (random)")
         more: dict[str, object] = {**dict(self.extra_params), **(extras or {})}
+        # A1111 omits RNG for its default (GPU); charstudio always writes it, so nobody has to
+        # know whose default applies (A1111 reads "RNG: GPU" as its option value too).
+        more = {"RNG": self.rng, **{k: v for k, v in more.items() if k != "RNG"}}
+        if self.varied:
+            subseed = self.subseed if subseed is None else subseed
+            if subseed < 0:
+                raise ValueError("an image's infotext needs its actual variation seed, not -1")
+            more["Variation seed"] = subseed
+            more["Variation seed strength"] = self.subseed_strength
         if self.vae:
             more["VAE"] = model_display_name(self.vae)
+        # A1111 notes a non-default emphasis mode when a prompt has brackets it affects.
+        if self.emphasis != "Original" and any(
+            "(" in text or "[" in text for text in (self.prompt, self.negative_prompt)
+        ):
+            more["Emphasis"] = self.emphasis
         params = GenerationParams.from_values(
             prompt=self.prompt,
             negative_prompt=self.negative_prompt,
@@ -207,6 +251,11 @@ class GenerationSettings:
         # A1111 writes "VAE hash"/"VAE" right after "Model", not after "Clip skip".
         params.settings = _move_after(
             params.settings, ["VAE hash", "VAE"], after=["Size", "Model hash", "Model"]
+        )
+        params.settings = _move_after(
+            params.settings,
+            ["Variation seed", "Variation seed strength"],
+            after=["Size", "Model hash", "Model", "VAE hash", "VAE"],
         )
         return params
 
@@ -612,14 +661,28 @@ class SweepCell:
 
     @property
     def seeds(self) -> tuple[int, ...]:
-        """Each image's seed: image ``b * batch_size + i`` (batch b, position i) gets seed + it."""
-        first = self.settings.seed
-        return tuple(first + k for k in range(self.settings.images_per_job))
+        """Each image's seed: image ``b * batch_size + i`` (batch b, position i) gets seed + it;
+        with a variation strength every image keeps the seed (A1111)."""
+        first, step = self.settings.seed, 0 if self.settings.varied else 1
+        return tuple(first + k * step for k in range(self.settings.images_per_job))
+
+    @property
+    def subseeds(self) -> tuple[int | None, ...]:
+        """Each image's variation seed (``subseed + k``), or None without a variation strength."""
+        settings = self.settings
+        if not settings.varied:
+            return (None,) * settings.images_per_job
+        return tuple(settings.subseed + k for k in range(settings.images_per_job))
 
     def batches(self) -> list[tuple[int, ...]]:
         """The seeds of each batch, in batch-count order."""
         size, seeds = self.settings.batch_size, self.seeds
         return [seeds[i : i + size] for i in range(0, len(seeds), size)]
+
+    def subseed_batches(self) -> list[tuple[int | None, ...]]:
+        """The variation seeds of each batch, parallel to :meth:`batches`."""
+        size, subseeds = self.settings.batch_size, self.subseeds
+        return [subseeds[i : i + size] for i in range(0, len(subseeds), size)]
 
 
 @dataclass(frozen=True)
@@ -630,6 +693,7 @@ class ImageJob:
     batch_index: int
     batch_position: int
     seed: int
+    subseed: int | None = None  # its variation seed, with a variation strength
 
     @property
     def coordinates(self) -> dict[str, str]:
@@ -638,13 +702,16 @@ class ImageJob:
     @property
     def settings(self) -> GenerationSettings:
         """Settings that regenerate this image alone."""
-        return self.cell.settings.replace(seed=self.seed, batch_size=1, batch_count=1)
+        settings = self.cell.settings.replace(seed=self.seed, batch_size=1, batch_count=1)
+        return settings if self.subseed is None else settings.replace(subseed=self.subseed)
 
     def params(
         self, *, model_hash: str | None = None, extras: Mapping[str, object] | None = None
     ) -> GenerationParams:
         """This image's A1111 infotext (the sweep coordinates are not part of it)."""
-        return self.cell.settings.to_params(self.seed, model_hash=model_hash, extras=extras)
+        return self.cell.settings.to_params(
+            self.seed, subseed=self.subseed, model_hash=model_hash, extras=extras
+        )
 
 
 @dataclass(frozen=True)
@@ -674,9 +741,11 @@ class SweepPlan:
 
     def iter_images(self) -> Iterator[ImageJob]:
         for cell in self.cells:
-            for b, batch in enumerate(cell.batches()):
-                for i, seed in enumerate(batch):
-                    yield ImageJob(cell, b, i, seed)
+            for b, (batch, subseeds) in enumerate(
+                zip(cell.batches(), cell.subseed_batches(), strict=True)
+            ):
+                for i, (seed, subseed) in enumerate(zip(batch, subseeds, strict=True)):
+                    yield ImageJob(cell, b, i, seed, subseed)
 
     def cell_at(self, x: int = 0, y: int = 0, z: int = 0) -> SweepCell:
         for cell in self.cells:
@@ -712,6 +781,8 @@ def plan_sweep(
     if not keep_random_seeds:
         if base.seed == -1:
             base = base.replace(seed=random_seed(rng))
+        if base.varied and base.subseed == -1:
+            base = base.replace(subseed=random_seed(rng))
         for letter, axis in axes.items():
             if axis is not None and axis.type == "Seed":
                 values = tuple(random_seed(rng) if v == -1 else v for v in axis.values)
@@ -763,6 +834,8 @@ def _make_cell(
         coordinates[letter] = axis.value_text(index)
     if settings.seed == -1:  # only with keep_random_seeds: this cell's own random seed
         settings = settings.replace(seed=random_seed(rng))
+    if settings.varied and settings.subseed == -1:
+        settings = settings.replace(subseed=random_seed(rng))
     return SweepCell(*indices, settings=settings, coordinates=coordinates)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "BREAK_MARKER",
+    "EMPHASIS_MODES",
     "ROUND_MULTIPLIER",
     "SQUARE_MULTIPLIER",
     "AttentionRun",
@@ -25,6 +26,10 @@ __all__ = [
     "parse_attention_runs",
     "parse_prompt_attention",
 ]
+
+# A1111's "Emphasis mode" setting: "Original" weights tokens and restores the chunk's mean,
+# "No norm" only weights them, "None" ignores this syntax (brackets and BREAK are plain text).
+EMPHASIS_MODES = ("Original", "No norm", "None")
 
 ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1

@@ -14,18 +14,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from charstudio.prompts.attention import parse_attention_runs
+from charstudio.prompts.attention import AttentionRun, parse_attention_runs
 from charstudio.prompts.clip_tokenizer import ClipTokenizer, get_clip_tokenizer
 from charstudio.prompts.extra_networks import split_extra_networks
+from charstudio.prompts.schedule import prompt_schedule
 
 __all__ = [
     "CHUNK_LENGTH",
     "COMMA_BACKTRACK",
+    "DEFAULT_STEPS",
     "EMBEDDING_PLACEHOLDER_ID",
     "EmbeddingSlot",
     "PromptTokens",
     "count_prompt_tokens",
+    "count_scheduled_tokens",
     "format_prompt_report",
+    "format_schedule",
     "prompt_report",
 ]
 
@@ -34,6 +38,8 @@ CHUNK_LENGTH = 75
 COMMA_BACKTRACK = 20
 # A1111 reserves an embedding's positions with token 0 and swaps the vectors in later.
 EMBEDDING_PLACEHOLDER_ID = 0
+# The steps a prompt's schedule is worked out for when none are given (charstudio's default).
+DEFAULT_STEPS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +176,13 @@ def count_prompt_tokens(
     embeddings: Mapping[str, int] | None = None,
     tokenizer: ClipTokenizer | None = None,
     comma_backtrack: int = COMMA_BACKTRACK,
+    attention: bool = True,
 ) -> PromptTokens:
     """Split ``prompt`` into A1111's 75-token chunks and count its tokens.
 
     ``embeddings`` maps textual-inversion names (file names without extension) to their number
-    of vectors; each occurrence counts as that many tokens.
+    of vectors; each occurrence counts as that many tokens. ``attention=False`` is A1111's
+    emphasis mode "None": the whole text is one run of weight 1, brackets (and BREAK) included.
 
     BREAK follows A1111 exactly: it always closes the current chunk, even an empty one, so a
     prompt starting with BREAK (or "BREAK BREAK") gets an all-padding chunk. A1111 encodes such
@@ -187,7 +195,8 @@ def count_prompt_tokens(
     assert comma_id is not None  # part of every CLIP vocabulary
 
     chunker = _Chunker(comma_id, comma_backtrack)
-    for run in parse_attention_runs(prompt):
+    runs = parse_attention_runs(prompt) if attention else [AttentionRun(prompt)]
+    for run in runs:
         if run.is_break:
             chunker.close_chunk()
         else:
@@ -206,19 +215,68 @@ def count_prompt_tokens(
     )
 
 
-def prompt_report(prompt: str, embeddings: Mapping[str, int] | None = None) -> dict[str, Any]:
+def count_scheduled_tokens(
+    prompt: str,
+    steps: int = DEFAULT_STEPS,
+    *,
+    embeddings: Mapping[str, int] | None = None,
+    tokenizer: ClipTokenizer | None = None,
+    attention: bool = True,
+) -> PromptTokens:
+    """The count of the longest text in ``prompt``'s schedule (prompt editing ``[a:b:when]``,
+    alternation ``[a|b]``) at ``steps`` steps: what A1111's token counter shows. Ties go to
+    the earliest text; a prompt without that syntax counts as :func:`count_prompt_tokens`."""
+    tokenizer = tokenizer if tokenizer is not None else get_clip_tokenizer()
+    counts = [
+        count_prompt_tokens(text, embeddings=embeddings, tokenizer=tokenizer, attention=attention)
+        for text in prompt_schedule(prompt, steps).texts
+    ]
+    return max(counts, key=lambda counted: counted.token_count)
+
+
+def prompt_report(
+    prompt: str,
+    embeddings: Mapping[str, int] | None = None,
+    *,
+    steps: int = DEFAULT_STEPS,
+    emphasis: str = "Original",
+) -> dict[str, Any]:
     """JSON-ready summary of a prompt (backs ``charstudio prompt TEXT --json``).
 
     Extra-network tags (``<lora:name:0.8>``) are listed apart and, as in A1111, neither parsed
-    for attention nor counted."""
+    for attention nor counted. ``schedule`` lists which text the sampler uses for which steps
+    (1-based, inclusive) at ``steps`` steps; the attention, chunks and counter are those of the
+    longest scheduled text, as A1111's counter shows. With ``emphasis`` "None" brackets are
+    plain text."""
     text, networks = split_extra_networks(prompt)
-    runs = parse_attention_runs(text)
-    counted = count_prompt_tokens(text, embeddings=embeddings)
+    attention = emphasis != "None"
+    schedule = prompt_schedule(text, steps)
+    tokenizer = get_clip_tokenizer()
+    counts = {
+        variant: count_prompt_tokens(
+            variant, embeddings=embeddings, tokenizer=tokenizer, attention=attention
+        )
+        for variant in schedule.texts
+    }
+    longest = max(counts, key=lambda variant: counts[variant].token_count)
+    counted = counts[longest]
+    runs = parse_attention_runs(longest) if attention else [AttentionRun(longest)]
     return {
         "prompt": prompt,
         "extra_networks": [
             {"kind": n.kind, "name": n.name, "args": list(n.args)} for n in networks
         ],
+        "steps": schedule.steps,
+        "schedule": [
+            {
+                "first_step": span.first,
+                "last_step": span.last,
+                "text": span.text,
+                "token_count": counts[span.text].token_count,
+            }
+            for span in schedule.spans()
+        ],
+        "emphasis": emphasis,
         "attention": [list(run.as_tuple()) for run in runs],
         "chunks": [{"tokens": len(chunk)} for chunk in counted.chunks],
         "token_count": counted.token_count,
@@ -227,9 +285,27 @@ def prompt_report(prompt: str, embeddings: Mapping[str, int] | None = None) -> d
     }
 
 
+def _steps_label(span: Mapping[str, Any]) -> str:
+    first, last = span["first_step"], span["last_step"]
+    return f"step {first}" if first == last else f"steps {first}–{last}"
+
+
+def format_schedule(report: Mapping[str, Any]) -> str:
+    """``steps 1–16: a cat; steps 17–30: a dog`` from a :func:`prompt_report`."""
+    return "; ".join(f"{_steps_label(span)}: {span['text']}" for span in report["schedule"])
+
+
 def format_prompt_report(report: Mapping[str, Any]) -> str:
     """Human-readable form of :func:`prompt_report` for the command line."""
-    lines = ["Attention:"]
+    lines = []
+    if len(report.get("schedule", ())) > 1:
+        lines.append(f"Schedule ({report['steps']} steps):")
+        for span in report["schedule"]:
+            text = json.dumps(span["text"], ensure_ascii=False)
+            lines.append(f"  {_steps_label(span)}: {text} ({span['token_count']} tokens)")
+        lines.append("Attention (longest scheduled text):")
+    else:
+        lines.append("Attention:")
     for text, weight in report["attention"]:
         if text == "BREAK" and weight == -1:
             lines.append("  ------  BREAK")

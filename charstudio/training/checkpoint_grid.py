@@ -108,9 +108,14 @@ class GridCell:
     z: int
     step: int
     seed: int
-    path: str
+    path: str  # "" for a failed cell
     score: float | None = None
     faces: int | None = None
+    error: str | None = None  # why the cell failed (NaN); it has no file and no score
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
 
 @dataclass
@@ -156,7 +161,7 @@ def checkpoint_grid_job(
 ) -> Job[GridResult]:
     """Make the grid of ``GridSpec.from_json(params)``; yields progress with ``detail["cell"]``
     for every finished cell; returns a :class:`GridResult`."""
-    from charstudio.engine.runner import ModelRunner
+    from charstudio.engine.runner import ImagesFailed, ModelRunner
     from charstudio.engine.sweeps import GenerationSettings
     from charstudio.metadata.imagefile import write_png
     from charstudio.metadata.infotext import format_infotext
@@ -202,6 +207,7 @@ def checkpoint_grid_job(
             if problems:
                 raise ValueError("; ".join(problems))
             batch = runner.batch(settings, seeds, cancel=cancel)
+            reasons: dict[int, str] = {}
             while True:
                 try:
                     event = next(batch)
@@ -211,17 +217,27 @@ def checkpoint_grid_job(
                 except JobCanceled:
                     result.canceled = True
                     return result
+                except ImagesFailed as failure:  # NaN: those cells fail, the others stay
+                    outputs, reasons = failure.outputs, failure.reasons
+                    break
                 yield clock(done + event.step, f"{names[step]}: step {event.step}/{event.total}")
             done += spec.sampling_steps
             for y, (image, params_) in enumerate(outputs):
-                relative = f"{folder}/z{z}-{names[step]}-{seeds[y]}.png"
-                write_png(image, project.root / relative, format_infotext(params_))
-                cell = GridCell(x, y, z, step, seeds[y], relative)
+                if image is None:
+                    cell = GridCell(x, y, z, step, seeds[y], "", error=reasons.get(y, "failed"))
+                    message = f"{names[step]} seed {seeds[y]} failed: {cell.error}"
+                else:
+                    relative = f"{folder}/z{z}-{names[step]}-{seeds[y]}.png"
+                    write_png(image, project.root / relative, format_infotext(params_))
+                    cell = GridCell(x, y, z, step, seeds[y], relative)
+                    images[(x, y, z)] = image
+                    message = f"{names[step]} seed {seeds[y]}"
                 _save_cell(catalog, grid_id, cell)
                 result.cells.append(cell)
-                images[(x, y, z)] = image
-                yield clock(done, f"{names[step]} seed {seeds[y]}", cell=asdict(cell))
+                yield clock(done, message, cell=asdict(cell))
 
+    if result.cells and all(cell.failed for cell in result.cells):
+        raise ValueError(f"every cell of the grid failed: {result.cells[0].error}")
     _score(project, run, result, scorer)
     for cell in result.cells:
         _save_cell(catalog, grid_id, cell)
@@ -234,11 +250,11 @@ def checkpoint_grid_job(
 def _save_cell(catalog: Any, grid_id: Any, cell: GridCell) -> None:
     with catalog.transaction() as conn:
         conn.execute(
-            "INSERT INTO grid_cells (grid_id, x, y, z, step, seed, path, score, faces) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (grid_id, x, y, z) DO UPDATE SET "
-            "score = excluded.score, faces = excluded.faces",
-            (grid_id, cell.x, cell.y, cell.z, cell.step, cell.seed, cell.path, cell.score,
-             cell.faces),
+            "INSERT INTO grid_cells (grid_id, x, y, z, step, seed, path, score, faces, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (grid_id, x, y, z) DO UPDATE SET "
+            "score = excluded.score, faces = excluded.faces, error = excluded.error",
+            (grid_id, cell.x, cell.y, cell.z, cell.step, cell.seed, cell.path or None,
+             _finite(cell.score), cell.faces, cell.error),
         )  # fmt: skip
 
 
@@ -247,14 +263,16 @@ def _score(project: Project, run: records.RunRecord, result: GridResult, scorer:
     training images, faces only the detector."""
     from charstudio.analysis.identity import step_scores, suggest_step
 
-    if scorer is None or not result.cells:
+    made = [cell for cell in result.cells if not cell.failed]  # failed cells are not scored
+    if scorer is None or not made:
         return
     if scorer == "default":
         scorer = IdentityScorer.for_run(project, run.id)
-    for cell in result.cells:
-        cell.faces, cell.score = scorer.score(project.root / cell.path)
+    for cell in made:
+        faces, score = scorer.score(project.root / cell.path)
+        cell.faces, cell.score = faces, _finite(score)
     by_step: dict[int, list[float | None]] = {}
-    for cell in result.cells:
+    for cell in made:
         by_step.setdefault(cell.step, []).append(cell.score)
     scores = step_scores(by_step)
     result.scores = [asdict(s) for s in scores]
@@ -265,6 +283,13 @@ def _score(project: Project, run: records.RunRecord, result: GridResult, scorer:
 
         suggestion = Suggestion(None, scorer.message)
     result.suggestion = {"step": suggestion.step, "reason": suggestion.reason}
+
+
+def _finite(value: float | None) -> float | None:
+    """A score that is a number, else None (NaN never reaches the catalog or JSON)."""
+    import math
+
+    return value if value is None or math.isfinite(value) else None
 
 
 class IdentityScorer:
@@ -337,8 +362,14 @@ def _save_grid_image(
 
     scores = {s["step"]: s for s in result.scores}
 
+    failed = {c.step for c in result.cells if c.failed} - {
+        c.step for c in result.cells if not c.failed
+    }
+
     def label(step: int) -> str:
         score = scores.get(step, {})
+        if step in failed:
+            return f"{names[step]} (failed: NaN)"
         if score.get("mean") is None:
             return names[step]
         return f"{names[step]} ({score['mean']:.2f} / min {score['minimum']:.2f})"

@@ -84,14 +84,14 @@ def grid_for_job(catalog: Catalog, job_id: int) -> int | None:
 
 def read_cells(catalog: Catalog, grid_id: int) -> list[dict[str, Any]]:
     """The cells as the job's progress events carry them: x, y, z, step, seed, path, score,
-    faces."""
+    faces, error (why a failed cell failed; its path is "" and it has no score)."""
     with catalog.transaction() as conn:
         rows = conn.execute(
-            "SELECT x, y, z, step, seed, path, score, faces FROM grid_cells WHERE grid_id = ? "
-            "ORDER BY z, x, y",
+            "SELECT x, y, z, step, seed, COALESCE(path, ''), score, faces, error "
+            "FROM grid_cells WHERE grid_id = ? ORDER BY z, x, y",
             (grid_id,),
         ).fetchall()
-    keys = ("x", "y", "z", "step", "seed", "path", "score", "faces")
+    keys = ("x", "y", "z", "step", "seed", "path", "score", "faces", "error")
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from charstudio import __version__
 from charstudio.engine.sweeps import GenerationSettings
+from charstudio.jobs.protocol import JobError
 
 if TYPE_CHECKING:
     import torch
@@ -22,7 +23,11 @@ if TYPE_CHECKING:
 
     from charstudio.training.settings import TrainTISettings
 
-__all__ = ["Preview", "render_preview"]
+__all__ = ["Preview", "PreviewFailed", "render_preview"]
+
+
+class PreviewFailed(JobError):
+    """The preview came out NaN (latents or pixels); no image is made. The message says why."""
 
 
 @dataclass
@@ -30,6 +35,29 @@ class Preview:
     image: Image.Image
     infotext: str
     prompt: str
+
+
+def _decode_finite(vae: Any, latents: Any) -> Image.Image:
+    """The preview's image; a half-precision VAE that gives NaN decodes again in fp32 (and goes
+    back to its precision: training keeps its own); NaN even then raises PreviewFailed."""
+    import torch
+
+    from charstudio.engine.nonfinite import NonFiniteDecode, is_half
+    from charstudio.engine.sampling import decode_latents
+
+    try:
+        return decode_latents(vae, latents)[0]
+    except NonFiniteDecode as error:
+        if not is_half(error.dtype):
+            raise PreviewFailed(str(error)) from None
+    original = vae.dtype
+    vae.to(dtype=torch.float32)
+    try:
+        return decode_latents(vae, latents)[0]
+    except NonFiniteDecode as error:
+        raise PreviewFailed(str(error)) from None
+    finally:
+        vae.to(dtype=original)
 
 
 def preview_settings(
@@ -65,7 +93,8 @@ def render_preview(
     import torch
 
     from charstudio.engine.conditioning import PromptEncoder
-    from charstudio.engine.sampling import decode_latents, iter_sample_latents
+    from charstudio.engine.nonfinite import bad_rows, latents_message
+    from charstudio.engine.sampling import iter_sample_latents
     from charstudio.metadata.infotext import format_infotext
 
     step_name = f"{name}-{step}"
@@ -99,11 +128,14 @@ def render_preview(
         )
         while True:
             try:
-                next(loop)
+                step, total, current = next(loop)
             except StopIteration as done:
                 latents = done.value
                 break
-        image = decode_latents(components.vae, latents)[0]
+            if bad_rows(current):
+                loop.close()
+                raise PreviewFailed(latents_message(step, total, generation.sampler))
+        image = _decode_finite(components.vae, latents)
     extras: dict[str, object] = {}
     if ti_hash:
         extras["TI hashes"] = f"{step_name}: {ti_hash}"

@@ -339,9 +339,19 @@ def _result(
         checkpoints=checkpoints,
         previews=[project.catalog_path_for(p) for p in previews],
         loss_csv=project.catalog_path_for(folder / LOSS_CSV),
-        loss=float(losses[-1]["loss"]) if losses else None,
+        loss=_finite_float(losses[-1]["loss"]) if losses else None,
         warnings=plan.warnings,
     )
+
+
+def _finite_float(text: Any) -> float | None:
+    import math
+
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -415,10 +425,27 @@ class _RunWriter:
         self.trainer = trainer
         self.saved_step: int | None = None
 
+    def warn(self, message: str) -> None:
+        """The first preview that came out NaN, as a warning in the run's result."""
+        if not any(w.startswith("Preview at step") for w in self.plan.warnings):
+            self.plan.warnings.append(message)
+
     def save(self, loss: float | None) -> SavedCheckpoint | None:
-        """The current step's embedding files, then its resume state, then its catalog row."""
+        """The current step's embedding files, then its resume state, then its catalog row.
+        Vectors that are not all finite are never written (the last finite files stay)."""
+        import math
+
+        import torch
+
         trainer = self.trainer
         step = trainer.step
+        if not bool(torch.isfinite(trainer.vectors.detach()).all()):
+            raise TrainingError(
+                f"Training stopped at step {step}: the embedding became NaN, so it was not "
+                f"saved. {trainer.nonfinite_cause(trainer.schedule.rate_at(max(step - 1, 0)))}"
+            )
+        if loss is not None and not math.isfinite(loss):
+            loss = None
         saved = None
         if step > 0:
             saved = save_checkpoint(
@@ -442,21 +469,25 @@ class _RunWriter:
         self.saved_step = step
         return saved
 
-    def preview(self, saved: SavedCheckpoint | None) -> tuple[Any, Path]:
+    def preview(self, saved: SavedCheckpoint | None) -> tuple[Any, Path] | str:
+        """The step's preview image and its file; or, when it came out NaN, why (no file)."""
         from charstudio.metadata.imagefile import write_png
-        from charstudio.training.previews import render_preview
+        from charstudio.training.previews import PreviewFailed, render_preview
 
         trainer = self.trainer
-        preview = render_preview(
-            self.components,
-            self.plan.settings,
-            name=trainer.name,
-            step=trainer.step,
-            vectors=trainer.vectors,
-            first_caption=self.plan.images[0].caption,
-            device=self.plan.device,
-            ti_hash=saved.shorthash if saved is not None else None,
-        )
+        try:
+            preview = render_preview(
+                self.components,
+                self.plan.settings,
+                name=trainer.name,
+                step=trainer.step,
+                vectors=trainer.vectors,
+                first_caption=self.plan.images[0].caption,
+                device=self.plan.device,
+                ti_hash=saved.shorthash if saved is not None else None,
+            )
+        except PreviewFailed as error:
+            return f"Preview at step {trainer.step} not saved: {error}"
         path = self.folder / PREVIEW_FOLDER / f"{trainer.name}-{trainer.step}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_png(preview.image, path, preview.infotext)
@@ -505,7 +536,10 @@ def train_ti_job(
     Progress: ``done`` = optimizer steps, ``total`` = the run's last step; ``detail`` has
     ``run_id``, ``step``, and after each step ``loss``, ``learning_rate``, ``it_per_s``
     (optimizer steps per second) and ``images_per_s``; ``checkpoint_path`` when the step was
-    saved; ``preview`` (a PIL image) and ``preview_path`` when a preview was made.
+    saved; ``preview`` (a PIL image) and ``preview_path`` when a preview was made,
+    ``preview_error`` when it came out NaN (no file). A NaN or infinite loss, gradient or
+    embedding stops the run at that step: it is recorded ``failed`` with the reason and a
+    :class:`TrainingError` says it; the checkpoints saved before stay, nothing NaN is written.
     ``loader`` replaces :func:`~charstudio.engine.model_loading.load_sd15` (tests).
     """
     cancel = cancel or CancelToken()
@@ -607,6 +641,8 @@ def _train(
     cancel: CancelToken,
 ) -> Job[str]:
     """Train to the end (returns "done") or until a pause is requested (returns "paused")."""
+    from charstudio.training.ti_trainer import NonFiniteTraining
+
     settings = writer.plan.settings
     end_step = trainer.end_step
     run_id = writer.run_id
@@ -619,7 +655,15 @@ def _train(
             if writer.saved_step != trainer.step:
                 writer.save(trainer.loss_history[-1][1] if trainer.loss_history else None)
             return "paused"
-        stats = trainer.train_step(cancel)
+        try:
+            stats = trainer.train_step(cancel)
+        except NonFiniteTraining as error:
+            kept = (
+                f"The last finite checkpoint, step {writer.saved_step}, is kept."
+                if writer.saved_step
+                else "No checkpoint had been saved yet."
+            )
+            raise TrainingError(f"{error} {kept}") from None
         steps_here += 1
         append_loss_row(
             writer.folder / LOSS_CSV,
@@ -635,15 +679,17 @@ def _train(
             saved = writer.save(stats.loss)
             if saved is not None:
                 detail["checkpoint_path"] = str(saved.pt)
+        message = f"Step {stats.step}/{end_step} · loss {stats.loss:.4f}"
         if settings.preview_every and stats.step % settings.preview_every == 0:
-            image, path = writer.preview(saved)
-            detail["preview"] = image
-            detail["preview_path"] = str(path)
-        yield clock(
-            stats.step,
-            f"Step {stats.step}/{end_step} · loss {stats.loss:.4f}",
-            **detail,
-        )
+            made = writer.preview(saved)
+            if isinstance(made, str):
+                detail["preview_error"] = made
+                writer.warn(made)
+                message += f" · {made}"
+            else:
+                detail["preview"], path = made
+                detail["preview_path"] = str(path)
+        yield clock(stats.step, message, **detail)
     return "done"
 
 

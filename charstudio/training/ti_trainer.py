@@ -27,13 +27,14 @@ repeatable on a device and :meth:`state_dict` / :meth:`load_state_dict` continue
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from charstudio.jobs.protocol import CancelToken
+from charstudio.jobs.protocol import CancelToken, JobError
 from charstudio.training.dataset import TrainingImage, alpha_weight, load_training_pixels
 from charstudio.training.embedding_init import initial_vectors
 from charstudio.training.latents import LatentCache, encode_latents, pixels_to_tensor
@@ -44,7 +45,7 @@ from charstudio.training.templates import fixed_texts, render_template, sample_t
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["STATE_FORMAT", "StepStats", "TextualInversionTrainer"]
+__all__ = ["STATE_FORMAT", "NonFiniteTraining", "StepStats", "TextualInversionTrainer"]
 
 STATE_FORMAT = 1
 SD15_NOISE_SCHEDULE = {
@@ -53,6 +54,17 @@ SD15_NOISE_SCHEDULE = {
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
 }
+
+
+class NonFiniteTraining(JobError):
+    """A step whose loss, gradient or update was NaN or infinite; the step was not applied, so
+    the vectors are still the last finite ones. ``cause`` is the likely reason, in words."""
+
+    def __init__(self, step: int, what: str, cause: str) -> None:
+        self.step = step
+        self.what = what
+        self.cause = cause
+        super().__init__(f"Training stopped at step {step}: the {what} became NaN. {cause}")
 
 
 @dataclass(frozen=True)
@@ -326,6 +338,15 @@ class TextualInversionTrainer:
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             total += loss.detach()
             images += len(indices)
+        loss_value = float(total)
+        if not math.isfinite(loss_value):
+            self._stop_nonfinite("loss", rate)
+        # Under fp16 the gradient scaler skips steps with inf gradients by design; otherwise a
+        # non-finite gradient would poison the vectors.
+        grad = self.vectors.grad
+        if self.scaler is None and grad is not None and not bool(torch.isfinite(grad).all()):
+            self._stop_nonfinite("gradient", rate)
+        before = self.vectors.detach().clone()
         if self.clip_schedule is not None:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
@@ -340,10 +361,47 @@ class TextualInversionTrainer:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if not bool(torch.isfinite(self.vectors).all()):
+            with torch.no_grad():
+                self.vectors.copy_(before)
+            self._stop_nonfinite("embedding", rate)
         self.step += 1
-        loss_value = float(total)
         self.loss_history.append((self.step, loss_value, rate))
         return StepStats(self.step, loss_value, rate, time.perf_counter() - started, images)
+
+    def _stop_nonfinite(self, what: str, rate: float) -> None:
+        """Leave the step undone and raise :class:`NonFiniteTraining` with the likely cause."""
+        self.optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteTraining(self.step + 1, what, self.nonfinite_cause(rate))
+
+    def nonfinite_cause(self, rate: float) -> str:
+        """Why a step is likely to have gone NaN: broken weights, half precision or the rate."""
+        import torch
+
+        broken = [
+            label
+            for label, model in (
+                ("UNet", self.unet),
+                ("text encoder", self.text_encoder),
+                ("VAE", self.vae),
+            )
+            if any(not bool(torch.isfinite(p).all()) for p in model.parameters())
+        ]
+        if broken:
+            return (
+                f"The model has NaN weights (in its {' and '.join(broken)}): the checkpoint is "
+                "broken; train on another one."
+            )
+        lower = f"{rate / 10:.2g}"
+        if self.autocast_dtype == torch.float16:
+            return (
+                "Likely causes: half precision (fp16) overflowed — train with precision bf16 or "
+                f"fp32 — or the learning rate ({rate:g}) is too high; try {lower}."
+            )
+        return (
+            f"Likely cause: the learning rate ({rate:g}) is too high; try {lower}. Other causes: "
+            "half precision (fp16), or a model with NaN weights."
+        )
 
     def evaluate(self, *, seed: int = 0, rounds: int = 4) -> float:
         """The mean loss over every image with fixed timesteps and noise (from ``seed``): a

@@ -52,7 +52,7 @@ from charstudio.engine.sweeps import (
     split_sampler_name,
 )
 from charstudio.jobs import Progress, format_eta
-from charstudio.prompts.token_count import CHUNK_LENGTH, prompt_report
+from charstudio.prompts.token_count import CHUNK_LENGTH, format_schedule, prompt_report
 from charstudio.ui.widgets import (
     AUTOMATIC,
     ERROR_STYLE,
@@ -104,6 +104,10 @@ AXIS_HINTS = {
     "Size": "512x512, 512x768",
     "Embedding": "name-40, name-60, name-80",
     "LoRA weight": "0.5-1 (+0.25)",
+    "Clip skip": "1, 2",
+    "Schedule type": "Karras, Exponential, Uniform",
+    "VAE": "None, path/to/vae.safetensors",
+    "Prompt order": "parts of the prompt, e.g. smiling, gray background",
 }
 
 _STRING_FIELDS = ("prompt", "negative_prompt", "sampler")
@@ -815,10 +819,14 @@ class GeneratePanel(QWidget):
                 label.setText(EMPTY_COUNTER)
                 label.setToolTip("")
                 continue
-            report = prompt_report(text, self._embeddings or None)
+            # Prompt editing and alternation: the longest text of the schedule counts, as in A1111.
+            report = prompt_report(text, self._embeddings or None, steps=self.steps_spin.value())
             label.setText(report["counter"])
             chunks = " + ".join(str(chunk["tokens"]) for chunk in report["chunks"])
-            label.setToolTip(f"Tokens per 75-token chunk: {chunks}")
+            tip = f"Tokens per 75-token chunk: {chunks}"
+            if len(report["schedule"]) > 1:
+                tip += "\n" + format_schedule(report).replace("; ", "\n")
+            label.setToolTip(tip)
 
     def _update_plan(self) -> None:
         try:

@@ -86,6 +86,7 @@ HEADER_BG = QColor(50, 50, 50)
 SLOT_BG = QColor(60, 60, 60)
 TEXT = QColor(228, 228, 228)
 MUTED = QColor(150, 150, 150)
+FAILED = QColor(232, 110, 100)  # a cell that came out NaN
 SUGGESTED = QColor(255, 190, 60)
 CHOSEN = QColor(96, 204, 112)
 SELECTED = QColor(80, 150, 255)
@@ -123,7 +124,8 @@ def _tinted(color: QColor, alpha: int) -> QColor:
 @dataclass
 class GridCellView:
     """One cell as the viewer holds it. ``state``: "pending" (not made yet), "loading",
-    "shown" or "missing" (the file could not be read)."""
+    "shown", "missing" (the file could not be read) or "failed" (it came out NaN: no file,
+    ``error`` says why)."""
 
     z: int
     x: int
@@ -134,6 +136,7 @@ class GridCellView:
     score: float | None = None
     faces: int | None = None
     state: str = "pending"
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -692,6 +695,15 @@ class GridViewer(QWidget):
         column = layout.column_of(cell.z, cell.x)
         slot = self._slots[(column, cell.y)]
         self._cells[key] = cell
+        if cell.error is not None:
+            cell.state = "failed"
+            slot.text.setText("failed: NaN")
+            slot.text.setBrush(QBrush(FAILED))
+            slot.text.setToolTip(cell.error)
+            slot.background.setToolTip(cell.error)
+            slot.pixmap.setPixmap(QPixmap())
+            self._center_text(slot, column, cell.y)
+            return
         if self._project is None or not cell.path:
             return
         cell.state = "loading"
@@ -750,7 +762,11 @@ class GridViewer(QWidget):
         self._column_scores = []
         for column in range(layout.column_count):
             z, x, step = layout.column(column)
-            cells = [c for (cz, cx, _y), c in self._cells.items() if (cz, cx) == (z, x)]
+            cells = [
+                c
+                for (cz, cx, _y), c in self._cells.items()
+                if (cz, cx) == (z, x) and c.error is None  # failed cells are not scored
+            ]
             if any(c.score is not None for c in cells):
                 self._column_scores.append(step_scores({step: [c.score for c in cells]})[0])
             else:
@@ -766,7 +782,7 @@ class GridViewer(QWidget):
         if isinstance(stored, dict) and stored.get("reason"):
             step = stored.get("step")
             return Suggestion(int(step) if isinstance(step, int) else None, str(stored["reason"]))
-        cells = list(self._cells.values())
+        cells = [c for c in self._cells.values() if c.error is None]
         if any(c.score is not None for c in cells):
             by_step: dict[int, list[float | None]] = {}
             for cell in cells:
@@ -790,7 +806,7 @@ class GridViewer(QWidget):
             return ""
         suggestion = self._suggestion
         if suggestion is None:
-            made = sum(1 for c in self._cells.values() if c.path)
+            made = sum(1 for c in self._cells.values() if c.path or c.error is not None)
             total = self._layout.column_count * len(self._layout.seeds)
             return (
                 f"Making the grid: {made} of {total} cells. Identity scores and the suggested "
@@ -1118,6 +1134,9 @@ class GridViewer(QWidget):
         lines = [self._names.get(step, f"step {step}")]
         if self._has_z():
             lines.append(self._model_label(self._layout.models[z]))
+        failed = [c for (cz, cx, _y), c in self._cells.items() if (cz, cx) == (z, _x) and c.error]
+        if failed:
+            lines.append(f"{len(failed)} cell(s) failed: {failed[0].error}")
         score = self._column_scores[column] if column < len(self._column_scores) else None
         if score is not None:
             faces = round(score.detection_rate * score.cells)
@@ -1256,7 +1275,7 @@ class GridViewer(QWidget):
                 f"{sampler}, {spec.sampling_steps} steps, CFG {spec.cfg_scale:g}, "
                 f"{spec.width}×{spec.height}, seeds {spec.seed}–{spec.seed + spec.batch - 1}"
             )
-        made = sum(1 for c in self._cells.values() if c.path)
+        made = sum(1 for c in self._cells.values() if c.path or c.error is not None)
         total = layout.column_count * len(layout.seeds)
         if self._job_status in ("queued", "running"):
             parts.append(f"making: {made} of {total} cells")
@@ -1536,4 +1555,5 @@ def _cell_from(data: dict[str, Any]) -> GridCellView:
         path=str(data.get("path") or ""),
         score=float(score) if score is not None else None,
         faces=int(faces) if faces is not None else None,
+        error=str(data["error"]) if data.get("error") else None,
     )

@@ -56,6 +56,10 @@ def fill(panel: GeneratePanel) -> None:
     panel.batch_count_spin.setValue(3)
     panel.batch_size_spin.setValue(2)
     panel.clip_skip_spin.setValue(2)
+    panel.subseed_edit.setText("777")
+    panel.subseed_strength_spin.setValue(0.25)
+    panel.rng_combo.setCurrentText("CPU")
+    panel.emphasis_combo.setCurrentText("No norm")
     panel.axis_type_combos["X"].setCurrentText("Steps")
     panel.axis_value_edits["X"].setText("20-40 (+10)")
     panel.keep_seeds_check.setChecked(True)
@@ -77,6 +81,10 @@ FILLED = GenerationSettings(
     clip_skip=2,
     batch_size=2,
     batch_count=3,
+    rng="CPU",
+    emphasis="No norm",
+    subseed=777,
+    subseed_strength=0.25,
 )
 
 
@@ -375,3 +383,13 @@ def test_engine_options_are_stored_in_the_project_at_once(qtbot, tmp_path) -> No
         assert again.engine_options() == stored
         panel.set_project(None)
         again.set_project(None)
+
+
+def test_noise_source_and_variation_default_to_a1111_reproducible_values(
+    panel: GeneratePanel,
+) -> None:
+    settings = panel.current_request().settings
+    assert (settings.rng, settings.emphasis) == ("NV", "Original")
+    assert (settings.subseed, settings.subseed_strength) == (-1, 0.0)
+    panel.subseed_edit.setText("")  # an empty field means random, as for the seed
+    assert panel.current_request().settings.subseed == -1

@@ -52,6 +52,7 @@ from charstudio.engine.sweeps import (
     split_sampler_name,
 )
 from charstudio.jobs import Progress, format_eta
+from charstudio.prompts.attention import EMPHASIS_MODES
 from charstudio.prompts.token_count import CHUNK_LENGTH, format_schedule, prompt_report
 from charstudio.ui.widgets import (
     AUTOMATIC,
@@ -303,6 +304,31 @@ class GeneratePanel(QWidget):
         )
         self.seed_edit.setPlaceholderText("-1")
         self.seed_edit.setToolTip("Seed; -1 picks a random one")
+        self.rng_combo = ComboBox()
+        self.rng_combo.addItems(["NV", "CPU", "GPU"])
+        self.rng_combo.setToolTip(
+            "Random number generator source, as A1111's setting. NV: an NVIDIA GPU's noise on "
+            "any machine, so a seed makes the same image everywhere and in A1111; CPU; GPU"
+        )
+        self.emphasis_combo = ComboBox()
+        self.emphasis_combo.addItems(list(EMPHASIS_MODES))
+        self.emphasis_combo.setToolTip(
+            "Emphasis, as A1111's setting. Original: (word:1.2) weights with the mean restored; "
+            "No norm: weights only; None: brackets are plain text"
+        )
+        self.subseed_edit = QLineEdit()
+        self.subseed_edit.setValidator(
+            QRegularExpressionValidator(QRegularExpression(r"-1|\d{1,19}"), self.subseed_edit)
+        )
+        self.subseed_edit.setPlaceholderText("-1")
+        self.subseed_edit.setToolTip("Variation seed; -1 picks a random one")
+        self.subseed_strength_spin = DoubleSpinBox()
+        self.subseed_strength_spin.setRange(0.0, 1.0)
+        self.subseed_strength_spin.setSingleStep(0.05)
+        self.subseed_strength_spin.setDecimals(2)
+        self.subseed_strength_spin.setToolTip(
+            "Variation strength: 0 is the seed's image, 1 the variation seed's"
+        )
         self.random_seed_button = small_button("🎲", "Random seed (-1)")
         self.reuse_seed_button = small_button("♻", "Reuse the last image's seed")
         self.reuse_seed_button.setEnabled(False)
@@ -328,6 +354,11 @@ class GeneratePanel(QWidget):
         row.addWidget(QLabel("Clip skip"))
         row.addWidget(self.clip_skip_spin)
         form.addRow("Seed", row)
+        form.addRow(
+            "Variation",
+            hrow((self.subseed_edit, 2), "strength", (self.subseed_strength_spin, 1)),
+        )
+        form.addRow("Noise", hrow((self.rng_combo, 1), "Emphasis", (self.emphasis_combo, 1)))
 
         self.sampler_combo.currentTextChanged.connect(self._update_schedule_choices)
         self.swap_size_button.clicked.connect(self._swap_size)
@@ -476,11 +507,12 @@ class GeneratePanel(QWidget):
             edit.textChanged.connect(self._changed)
         for combo in (self.model_combo, self.vae_combo):
             combo.currentTextChanged.connect(self._changed)
-        for combo in (self.sampler_combo, self.schedule_combo, *self.axis_type_combos.values()):
+        combos = (self.sampler_combo, self.schedule_combo, self.rng_combo, self.emphasis_combo)
+        for combo in (*combos, *self.axis_type_combos.values()):
             combo.currentIndexChanged.connect(self._changed)
         for spin in self._spins():
             spin.valueChanged.connect(self._changed)
-        for line in (self.seed_edit, *self.axis_value_edits.values()):
+        for line in (self.seed_edit, self.subseed_edit, *self.axis_value_edits.values()):
             line.textChanged.connect(self._changed)
         for check in (self.keep_seeds_check, self.save_grid_check):
             check.toggled.connect(self._changed)
@@ -494,6 +526,7 @@ class GeneratePanel(QWidget):
             self.batch_count_spin,
             self.batch_size_spin,
             self.clip_skip_spin,
+            self.subseed_strength_spin,
         )
 
     # -- the window's API ---------------------------------------------------------------------
@@ -551,6 +584,10 @@ class GeneratePanel(QWidget):
             self.batch_size_spin.setValue(settings.batch_size)
             self.clip_skip_spin.setValue(settings.clip_skip)
             self.seed_edit.setText(str(settings.seed))
+            self.subseed_edit.setText(str(settings.subseed))
+            self.subseed_strength_spin.setValue(settings.subseed_strength)
+            self.rng_combo.setCurrentText(settings.rng)
+            self.emphasis_combo.setCurrentText(settings.emphasis)
             for letter, spec in zip(LETTERS, (request.x, request.y, request.z), strict=True):
                 self._set_axis(letter, spec)
             self.keep_seeds_check.setChecked(request.keep_random_seeds)
@@ -700,14 +737,16 @@ class GeneratePanel(QWidget):
             return True
         return super().eventFilter(watched, event)
 
-    def _seed(self) -> int:
-        text = self.seed_edit.text().strip()
+    def _seed(self, edit: QLineEdit | None = None, what: str = "Seed") -> int:
+        text = (edit or self.seed_edit).text().strip()
         if text in ("", "-"):
             return -1
         try:
             return int(text)
         except ValueError:
-            raise ValueError(f"Seed must be -1 (random) or a whole number, not {text!r}") from None
+            raise ValueError(
+                f"{what} must be -1 (random) or a whole number, not {text!r}"
+            ) from None
 
     def _build_settings(self) -> GenerationSettings:
         for spin in self._spins():
@@ -727,6 +766,10 @@ class GeneratePanel(QWidget):
             clip_skip=self.clip_skip_spin.value(),
             batch_size=self.batch_size_spin.value(),
             batch_count=self.batch_count_spin.value(),
+            rng=self.rng_combo.currentText(),
+            emphasis=self.emphasis_combo.currentText(),
+            subseed=self._seed(self.subseed_edit, "Variation seed"),
+            subseed_strength=self.subseed_strength_spin.value(),
         )
 
     def _build_settings_or_default(self) -> GenerationSettings:

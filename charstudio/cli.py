@@ -86,6 +86,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         )
         for failure in report.failed:
             print(f"  {failure['path']}: {failure['error']}")
+        for warning in report.warnings:
+            print(f"  {warning['path']}: warning: {warning['warning']}")
     return 1 if report.failed and not (report.added or report.duplicates) else 0
 
 
@@ -104,6 +106,8 @@ def _info_for(path: Path) -> dict[str, Any]:
         "image_height": probe.height,
         "has_parameters": probe.infotext is not None,
     }
+    if probe.warnings:
+        info["warnings"] = list(probe.warnings)
     info.update(parse_infotext(probe.infotext or "").to_dict())
     return info
 
@@ -114,6 +118,8 @@ def _print_info(info: dict[str, Any]) -> None:
         print(f"  error: {info['error']}")
         return
     print(f"  {info['format']} {info['image_width']}×{info['image_height']}")
+    for warning in info.get("warnings", ()):
+        print(f"  warning: {warning}")
     if not info["has_parameters"]:
         print("  no generation parameters")
         return

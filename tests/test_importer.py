@@ -54,6 +54,7 @@ def test_import_reads_a1111_parameters_into_columns(project: Project, make_png, 
         "duplicates": 0,
         "relinked": 0,
         "failed": [],
+        "warnings": [],
         "canceled": False,
     }
     record = project.catalog.images()[0]

@@ -10,11 +10,12 @@ Error messages are written for artists; callers add the file path.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from charstudio.atomic_files import atomic_write
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = [
+    "MAX_INFOTEXT_BYTES",
     "MAX_PIXELS",
     "ImageFileError",
     "ImageProbe",
@@ -31,6 +33,7 @@ __all__ = [
     "make_exif_bytes",
     "probe_image",
     "probe_image_bytes",
+    "read_image_file",
     "read_infotext",
     "read_infotext_bytes",
     "write_png",
@@ -41,7 +44,10 @@ INFOTEXT_KEY = "parameters"
 CHARSTUDIO_KEY = "charstudio"  # our own PNG text chunk: JSON such as {"sweep": {...}}
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_MAX_TEXT_BYTES = 16 * 1024 * 1024  # cap on a decompressed text chunk (zip-bomb guard)
+# Generation parameters (and charstudio's own chunk) larger than this are not read: A1111
+# writes a few KB at most, so anything bigger is junk or an attack, and keeping it would put
+# megabytes into every catalog row and screen that shows it. The image itself stays usable.
+MAX_INFOTEXT_BYTES = 64 * 1024
 _EXIF_IFD_TAG = 0x8769
 _USER_COMMENT_TAG = 0x9286
 _UNICODE_HEADER = b"UNICODE\0"
@@ -69,14 +75,81 @@ class ImageProbe:
     infotext: str | None
     # charstudio's own PNG text chunk (JSON: the image's sweep coordinates), when present.
     charstudio: str | None = None
+    # Plain sentences about what was left out (e.g. parameters over MAX_INFOTEXT_BYTES).
+    warnings: tuple[str, ...] = ()
+
+
+class _TextTooLarge(ValueError):
+    """A text field over MAX_INFOTEXT_BYTES: left out, with a warning."""
+
+
+_TOO_LARGE_WARNING = (
+    "its generation parameters were not read: the text is over the "
+    f"{MAX_INFOTEXT_BYTES // 1024} KB limit (A1111 writes a few KB at most)"
+)
 
 
 # --- probing ------------------------------------------------------------------------------------
 
 
 def probe_image(path: str | os.PathLike[str]) -> ImageProbe:
-    """Probe an image file; raises ImageFileError (bad image) or OSError (cannot read)."""
-    return probe_image_bytes(Path(path).read_bytes())
+    """Probe an image file; raises ImageFileError (bad image or not a regular file) or OSError
+    (cannot read)."""
+    return probe_image_bytes(read_image_file(path)[0])
+
+
+def read_image_file(path: str | os.PathLike[str]) -> tuple[bytes, os.stat_result]:
+    """The bytes and stat of a regular file, never opening anything else.
+
+    Named pipes, sockets and devices are refused before they are opened (reading a pipe would
+    wait forever), as are symbolic links that loop or point nowhere: ImageFileError with a plain
+    message. Other failures to read raise OSError.
+    """
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise _stat_problem(path, exc) from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageFileError(_not_regular(info.st_mode))
+    # O_NONBLOCK: should the file be swapped for a pipe after the check, opening it still
+    # returns at once, and the fstat below refuses it.
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+    flags |= getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageFileError(_not_regular(info.st_mode))
+        return fh.read(), info
+
+
+def _stat_problem(path: str | os.PathLike[str], exc: OSError) -> Exception:
+    """A plain ImageFileError for a link that loops or dangles; ``exc`` itself otherwise."""
+    # ELOOP; Windows says ERROR_CANT_RESOLVE_FILENAME (1921) for a link loop.
+    if exc.errno == errno.ELOOP or getattr(exc, "winerror", None) == 1921:
+        return ImageFileError("a symbolic link that loops back on itself (it leads to no file)")
+    if isinstance(exc, FileNotFoundError):
+        try:
+            is_link = stat.S_ISLNK(os.lstat(path).st_mode)
+        except OSError:
+            is_link = False
+        if is_link:
+            return ImageFileError("a symbolic link whose target does not exist")
+    return exc
+
+
+def _not_regular(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        what = "a folder"
+    elif stat.S_ISFIFO(mode):
+        what = "a named pipe (FIFO)"
+    elif stat.S_ISSOCK(mode):
+        what = "a socket"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        what = "a device"
+    else:
+        what = "a special file"
+    return f"not an image file: it is {what}, not a regular file (it was not opened)"
 
 
 def probe_image_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS) -> ImageProbe:
@@ -168,6 +241,7 @@ def _probe_png(data: bytes, max_pixels: int) -> ImageProbe:
     unpack_from = struct.unpack_from
     infotext: str | None = None
     ours: str | None = None
+    warnings: list[str] = []
     seen_idat = False
     pos = 8
     while True:
@@ -188,15 +262,19 @@ def _probe_png(data: bytes, max_pixels: int) -> ImageProbe:
         elif ctype == b"IEND":
             break
         elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
-            body = data[pos + 8 : data_end]
-            if infotext is None:
-                infotext = _png_text(ctype, body)
-            if ours is None:
-                ours = _png_text(ctype, body, CHARSTUDIO_KEY)
+            body = view[pos + 8 : data_end]
+            try:
+                if infotext is None:
+                    infotext = _png_text(ctype, body)
+                if ours is None:
+                    ours = _png_text(ctype, body, CHARSTUDIO_KEY)
+            except _TextTooLarge:
+                if _TOO_LARGE_WARNING not in warnings:
+                    warnings.append(_TOO_LARGE_WARNING)
         pos = data_end + 4
     if not seen_idat:
         raise ImageFileError("corrupt PNG: it holds no image data (no IDAT chunk)")
-    return ImageProbe(width, height, "PNG", infotext, ours)
+    return ImageProbe(width, height, "PNG", infotext, ours, tuple(warnings))
 
 
 def _chunk_name(ctype: bytes) -> str:
@@ -204,35 +282,48 @@ def _chunk_name(ctype: bytes) -> str:
     return name if name.isascii() and name.isalpha() else repr(ctype)
 
 
-def _png_text(ctype: bytes, body: bytes, key: str = INFOTEXT_KEY) -> str | None:
+def _png_text(ctype: bytes, chunk: memoryview, key: str = INFOTEXT_KEY) -> str | None:
     """Text of a ``key`` chunk (A1111's ``parameters``), None for other keys or unreadable
-    chunks."""
-    keyword, sep, rest = body.partition(b"\0")
-    if not sep or keyword != key.encode():
-        return None
+    chunks; raises _TextTooLarge for text over MAX_INFOTEXT_BYTES."""
+    prefix = bytes(chunk[: len(key) + 1])
+    if prefix != key.encode() + b"\0":
+        return None  # checked before copying the chunk: it may be huge
+    rest = chunk[len(prefix) :]
     try:
         if ctype == b"tEXt":
-            return rest.decode("latin-1")
+            return _capped(rest).decode("latin-1")
         if ctype == b"zTXt":
             # rest[0] is the compression method; 0 (zlib) is the only one defined.
             return _inflate(rest[1:]).decode("latin-1")
         # iTXt: compression flag, method, language tag\0, translated keyword\0, UTF-8 text.
-        compressed = rest[:1] == b"\x01"
-        _language, _, rest = rest[2:].partition(b"\0")
-        _translated, _, text = rest.partition(b"\0")
+        # Room for the tags; deflated data is never much larger than what it inflates to.
+        if len(rest) > MAX_INFOTEXT_BYTES + 4096:
+            raise _TextTooLarge
+        body = bytes(rest)
+        compressed = body[:1] == b"\x01"
+        _language, _, body = body[2:].partition(b"\0")
+        _translated, _, text = body.partition(b"\0")
         if compressed:
-            text = _inflate(text)
-        return text.decode("utf-8", errors="replace")
+            text = _inflate(memoryview(text))
+        return _capped(memoryview(text)).decode("utf-8", errors="replace")
+    except _TextTooLarge:
+        raise
     except (zlib.error, ValueError):
         # The pixels may be fine; an unreadable text chunk just means no infotext.
         return None
 
 
-def _inflate(data: bytes) -> bytes:
+def _capped(text: memoryview) -> bytes:
+    if len(text) > MAX_INFOTEXT_BYTES:
+        raise _TextTooLarge
+    return bytes(text)
+
+
+def _inflate(data: memoryview) -> bytes:
     inflater = zlib.decompressobj()
-    out = inflater.decompress(data, _MAX_TEXT_BYTES)
-    if inflater.unconsumed_tail:
-        raise ValueError("text chunk too large")
+    out = inflater.decompress(data, MAX_INFOTEXT_BYTES + 1)
+    if len(out) > MAX_INFOTEXT_BYTES:
+        raise _TextTooLarge
     return out
 
 
@@ -289,8 +380,8 @@ def _probe_jpeg(data: bytes, max_pixels: int) -> ImageProbe:
             break
         pos = body_end
     assert width is not None and height is not None  # checked at the start of scan
-    infotext = _exif_infotext(exif) if exif else None
-    return ImageProbe(width, height, "JPEG", infotext)
+    infotext, warnings = _exif_infotext(exif) if exif else (None, ())
+    return ImageProbe(width, height, "JPEG", infotext, warnings=warnings)
 
 
 # --- WebP ---------------------------------------------------------------------------------------
@@ -326,8 +417,8 @@ def _probe_webp(data: bytes, max_pixels: int) -> ImageProbe:
         pos = body_end + (length & 1)  # chunks are padded to even sizes
     if width is None or height is None:
         raise ImageFileError("corrupt WebP: it holds no image data")
-    infotext = _exif_infotext(exif) if exif else None
-    return ImageProbe(width, height, "WEBP", infotext)
+    infotext, warnings = _exif_infotext(exif) if exif else (None, ())
+    return ImageProbe(width, height, "WEBP", infotext, warnings=warnings)
 
 
 def _webp_size(ctype: bytes, body: bytes) -> tuple[int, int]:
@@ -348,19 +439,22 @@ def _webp_size(ctype: bytes, body: bytes) -> tuple[int, int]:
 # --- EXIF UserComment ---------------------------------------------------------------------------
 
 
-def _exif_infotext(tiff: bytes) -> str | None:
-    """UserComment from a TIFF-structured EXIF block; None if absent or unreadable.
+def _exif_infotext(tiff: bytes) -> tuple[str | None, tuple[str, ...]]:
+    """UserComment from a TIFF-structured EXIF block (None if absent, unreadable or over
+    MAX_INFOTEXT_BYTES) and warnings.
 
     A broken EXIF block never rejects the image: the pixels may be perfectly fine.
     """
     try:
         raw = _find_user_comment(tiff)
     except (struct.error, IndexError, ValueError):
-        return None
+        return None, ()
     if raw is None:
-        return None
+        return None, ()
+    if len(raw) > MAX_INFOTEXT_BYTES + 8:  # the 8-byte character-code header
+        return None, (_TOO_LARGE_WARNING,)
     text = decode_exif_usercomment(raw)
-    return text if text else None
+    return (text if text else None), ()
 
 
 def _find_user_comment(tiff: bytes) -> bytes | None:

@@ -113,6 +113,8 @@ def test_a_newer_catalog_is_refused_and_left_untouched(tmp_path: Path) -> None:
         Project.open(tmp_path / "p")
     assert path.read_bytes() == before
     assert not list(path.parent.glob("*.bak"))
+    # Not even SQLite's -wal/-shm files appear beside a catalog charstudio cannot open.
+    assert sorted(p.name for p in path.parent.glob(CATALOG_NAME + "*")) == [CATALOG_NAME]
 
 
 def test_a_file_that_is_not_sqlite_is_reported(tmp_path: Path) -> None:

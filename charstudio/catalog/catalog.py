@@ -6,13 +6,13 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from charstudio import finite_json
 from charstudio.catalog import decisions, queries
-from charstudio.catalog.database import connect
+from charstudio.catalog.database import connect, plain_errors, write_refusal
 from charstudio.catalog.queries import ImageFilter
 from charstudio.catalog.records import Decision, ImageRecord, utc_now
 
@@ -21,9 +21,12 @@ class Catalog:
     """Reads and writes one ``charstudio.sqlite``. Every write is its own committed
     transaction, so a killed process never leaves half of one behind."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = Path(path)
-        self.db = connect(self.path)
+        # Why changes cannot be saved (a read-only folder or file), or None: such a catalog
+        # opens for viewing, and every change is refused with this reason.
+        self.read_only: str | None = write_refusal(self.path)
+        self.db = connect(self.path, create=create, read_only=self.read_only)
         self.conn: sqlite3.Connection = self.db.conn
         # One connection may be shared by a worker thread and the GUI thread: serialize use.
         self._lock = threading.RLock()
@@ -40,8 +43,12 @@ class Catalog:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self.conn:
+        with self._lock, self._plain_errors(), self.conn:
             yield self.conn
+
+    def _plain_errors(self) -> AbstractContextManager[None]:
+        """A locked or read-only catalog's SQLite error, as a plain catalog error."""
+        return plain_errors(self.path, self.read_only)
 
     # -- settings --------------------------------------------------------------------------
 
@@ -141,15 +148,15 @@ class Catalog:
 
     def decide(self, image_ids: Iterable[int], label: str, **fields: Any) -> int | None:
         """Apply flag/stars/color/reject_reason to images as one undoable action."""
-        with self._lock:
+        with self._lock, self._plain_errors():
             return decisions.apply(self.conn, image_ids, label, **fields)
 
     def undo(self) -> list[int] | None:
-        with self._lock:
+        with self._lock, self._plain_errors():
             return decisions.undo(self.conn)
 
     def redo(self) -> list[int] | None:
-        with self._lock:
+        with self._lock, self._plain_errors():
             return decisions.redo(self.conn)
 
     def decision_history(self, image_id: int) -> list[dict[str, Any]]:

@@ -71,7 +71,8 @@ class Project:
     @classmethod
     def create(cls, folder: Path, name: str, token: str | None = None) -> Project:
         folder = Path(folder).expanduser().resolve()
-        if is_project(folder):
+        if is_project(folder) and (folder / CATALOG_NAME).stat().st_size > 0:
+            # (an empty catalog is what an interrupted 'new' leaves: it is made again)
             raise CatalogError(f"{folder}: already a charstudio project")
         if folder.exists() and not folder.is_dir():
             raise CatalogError(f"{folder}: exists and is not a folder")
@@ -83,7 +84,7 @@ class Project:
             raise CatalogError(problem)
         for sub in ("", *SUBFOLDERS):
             (folder / sub).mkdir(parents=True, exist_ok=True)
-        catalog = Catalog(folder / CATALOG_NAME)
+        catalog = Catalog(folder / CATALOG_NAME, create=True)
         try:
             catalog.set_setting("name", name.strip())
             catalog.set_setting("token", token)
@@ -106,7 +107,8 @@ class Project:
         catalog = Catalog(folder / CATALOG_NAME)
         try:
             for sub in SUBFOLDERS:  # recreate folders an artist may have deleted
-                (folder / sub).mkdir(exist_ok=True)
+                if catalog.read_only is None:  # (a read-only folder is shown as it is)
+                    (folder / sub).mkdir(exist_ok=True)
         except BaseException:
             catalog.close()  # Windows cannot delete or move a folder with an open catalog
             raise
@@ -114,6 +116,11 @@ class Project:
 
     def close(self) -> None:
         self.catalog.close()
+
+    @property
+    def read_only(self) -> str | None:
+        """Why the project is open for viewing only (read-only folder or catalog), or None."""
+        return self.catalog.read_only
 
     def __enter__(self) -> Project:
         return self

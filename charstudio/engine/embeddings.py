@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from charstudio.atomic_files import atomic_write
-from charstudio.engine.pt_files import torch_save_bytes
+from charstudio.engine.pt_files import blocked_global, misnamed_safetensors, torch_save_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -192,8 +192,10 @@ def _torch_load_safely(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses any global outside torch's allow-list: such a file could run code.
+        found = blocked_global(str(exc))
+        what = f"; it references {found}" if found else ""
         raise EmbeddingError(
-            f"{path}: refused: loading it would need unsafe unpickling (it may run code). "
+            f"{path}: refused: loading it would need unsafe unpickling (it may run code{what}). "
             "Only plain tensor files are read; convert it to .safetensors with a trusted tool."
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
@@ -204,6 +206,13 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    try:
+        with open(path, "rb") as file:
+            misnamed = misnamed_safetensors(path, file.read(9), str(path))
+    except OSError:
+        misnamed = None  # load_file says what is wrong
+    if misnamed:
+        raise EmbeddingError(misnamed)
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

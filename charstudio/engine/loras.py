@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charstudio.engine.model_hash import addnet_hash, hash_cache
+from charstudio.engine.pt_files import blocked_global, misnamed_safetensors
 from charstudio.prompts.extra_networks import split_extra_networks
 
 if TYPE_CHECKING:
@@ -453,8 +454,8 @@ def _torch_load_safely(data: bytes, label: str) -> Any:
     except pickle.UnpicklingError as exc:
         # weights_only refuses every global outside torch's allow-list: such a file could run
         # code when unpickled, and LoRA files never need one.
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f" (it references {found.group(1)})" if found else ""
+        found = blocked_global(str(exc))
+        what = f" (it references {found})" if found else ""
         raise LoraError(
             f"{label}: refused: loading it would need unsafe unpickling, which can run code"
             f"{what}. Only plain tensor files are read; use a .safetensors version of this LoRA."
@@ -468,6 +469,9 @@ def _read_tensors(path: Path, data: bytes) -> tuple[dict[str, Any], dict[str, st
     import torch
 
     label = str(path)
+    misnamed = misnamed_safetensors(path, data[:9], label)
+    if misnamed:
+        raise LoraError(misnamed)
     if _is_safetensors(data[:9]):
         from safetensors import SafetensorError
         from safetensors.torch import load
@@ -620,7 +624,8 @@ def _check_file(path: Path) -> LoraError | None:
     except OSError as exc:
         return LoraError(f"{label}: cannot be read ({exc})")
     if not _is_safetensors(head):
-        return LoraError(f"{label}: not a readable safetensors file")
+        misnamed = misnamed_safetensors(path, head, label)
+        return LoraError(misnamed or f"{label}: not a readable safetensors file")
     try:
         header = _safetensors_header(head, size, label)
         meta = header.get("__metadata__")

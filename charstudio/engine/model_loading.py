@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charstudio.engine.model_hash import model_hash as compute_model_hash
+from charstudio.engine.pt_files import blocked_global, misnamed_safetensors
 from charstudio.jobs.protocol import JobError
 from charstudio.resources import resource_path
 
@@ -183,10 +184,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ModelNotFoundError(f"model file not found: {path}")
     with open(path, "rb") as file:
         head = file.read(9)
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # zip (torch.save) or legacy pickle
-        raw: Any = _torch_load_safely(path)
-    elif len(head) == 9 and head[8:9] == b"{":  # u64 header length, then the JSON header
-        raw = _load_safetensors(path)
+    misnamed = misnamed_safetensors(path, head)
+    if misnamed:
+        raise CorruptCheckpointError(misnamed)
+    # Safetensors first: its u64 header length may start with the byte 0x80, as a pickle does.
+    if len(head) == 9 and head[8:9] == b"{":  # u64 header length, then the JSON header
+        raw: Any = _load_safetensors(path)
+    elif head[:2] == b"PK" or head[:1] == b"\x80":  # zip (torch.save) or legacy pickle
+        raw = _torch_load_safely(path)
     else:
         raise CorruptCheckpointError(
             f"{path.name} is not a model file: it is neither a .safetensors nor a PyTorch "
@@ -229,9 +234,9 @@ def _torch_load_safely(path: Path) -> Any:
         with torch.serialization.safe_globals(stand_in):
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        found = blocked_global(str(exc))
         if found or "Weights only load failed" in str(exc):
-            what = f" (it references {found.group(1)})" if found else ""
+            what = f" (it references {found})" if found else ""
             raise UnsafeCheckpointError(
                 f"refusing to load {path.name}: it contains Python objects that could run code "
                 f"when unpickled{what}. Only plain weights are loaded from .ckpt files; use a "

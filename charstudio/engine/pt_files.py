@@ -28,9 +28,17 @@ import re
 import struct
 import unicodedata
 import zipfile
+from pathlib import Path
 from typing import Any
 
-__all__ = ["A1111_ZIP_ENTRY", "rewrite_torch_zip", "torch_save_bytes", "zip_folder_name"]
+__all__ = [
+    "A1111_ZIP_ENTRY",
+    "blocked_global",
+    "misnamed_safetensors",
+    "rewrite_torch_zip",
+    "torch_save_bytes",
+    "zip_folder_name",
+]
 
 # The entries every A1111 version accepts (after the top folder).
 A1111_ZIP_ENTRY = re.compile(r"data\.pkl|version|data/\d+")
@@ -120,3 +128,45 @@ def torch_save_bytes(obj: Any, folder: str) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return rewrite_torch_zip(buffer.getvalue(), folder)
+
+
+# How torch's weights_only unpickler has named what it refused, across versions:
+# "Unsupported global: GLOBAL m.f was not an allowed global by default" (2.4 on),
+# "Trying to load unsupported GLOBAL m.f whose module m is blocked" (2.6 on, os/posix/nt...),
+# "Trying to call reduce for unrecognized function <function f at ...>" and
+# "Can only build Tensor, ... but got <class 'm.C'>".
+_REFUSED_FORMS = (
+    re.compile(r"GLOBAL ([\w.]+)"),
+    re.compile(r"unrecognized function <(?:built-in )?(?:function|method) ([\w.]+)"),
+    re.compile(r"but got <class '([\w.]+)'>"),
+)
+
+
+def blocked_global(message: str) -> str | None:
+    """The class or function a refused pickle asked for, from torch's weights_only error
+    message (any of its forms), or None when the message names none. ``os.system`` is pickled
+    under its platform module's name, so ``posix.system`` is also named as ``os.system``."""
+    for form in _REFUSED_FORMS:
+        found = form.search(message)
+        if found:
+            name = found.group(1).rstrip(".")
+            module, _, attr = name.rpartition(".")
+            if module in ("posix", "nt"):
+                return f"{name}, i.e. os.{attr}"
+            return name
+    return None
+
+
+def misnamed_safetensors(path: Path, head: bytes, label: str | None = None) -> str | None:
+    """For a file named ``.safetensors`` whose first bytes (``head``) are those of a PyTorch
+    pickle (torch.save's zip or a legacy pickle), the message that says so; None otherwise.
+    ``label`` names the file in the message (its name by default)."""
+    if Path(path).suffix.lower() != ".safetensors":
+        return None
+    if head[8:9] == b"{" or not (head[:2] == b"PK" or head[:1] == b"\x80"):
+        return None  # a safetensors header (its length may start with 0x80), or no pickle
+    return (
+        f"{label or Path(path).name} is not a safetensors file (it looks like a PyTorch "
+        f"pickle, .ckpt/.pt, that was renamed): give it its .ckpt or .pt name back, or get "
+        "the real .safetensors file"
+    )

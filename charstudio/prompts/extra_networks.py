@@ -9,7 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_TAG = re.compile(r"<(\w+):([^>]+)>")
+# A1111's pattern is ``<(\w+):([^>]+)>``. Used as a regex, a prompt with many ``<kind:`` and no
+# ``>`` after them takes quadratic time (every attempt scans to the end), so the tags are
+# found by hand: the same matches, in linear time.
+_TAG_START = re.compile(r"<(\w+):")
 
 
 @dataclass(frozen=True)
@@ -31,9 +34,28 @@ def split_extra_networks(prompt: str) -> tuple[str, list[ExtraNetwork]]:
     """The prompt without its extra-network tags, and the tags in order."""
     found: list[ExtraNetwork] = []
 
-    def take(match: re.Match[str]) -> str:
-        name, *args = match.group(2).split(":")
-        found.append(ExtraNetwork(match.group(1), name, tuple(args)))
-        return ""
-
-    return _TAG.sub(take, prompt), found
+    kept: list[str] = []
+    position = 0  # where the text not yet kept starts
+    search = 0  # where to look for the next "<"
+    close = -1  # the first ">" at or after the last place looked (cached: it only moves on)
+    while True:
+        start = prompt.find("<", search)
+        if start < 0:
+            break
+        head = _TAG_START.match(prompt, start)
+        if head is None:
+            search = start + 1
+            continue
+        if close < head.end():
+            close = prompt.find(">", head.end())
+            if close < 0:
+                break  # no ">" left: no tag can end
+        if close == head.end():  # "<kind:>": the arguments cannot be empty
+            search = start + 1
+            continue
+        name, *args = prompt[head.end() : close].split(":")
+        found.append(ExtraNetwork(head.group(1), name, tuple(args)))
+        kept.append(prompt[position:start])
+        position = search = close + 1
+    kept.append(prompt[position:])
+    return "".join(kept), found

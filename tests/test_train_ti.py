@@ -335,6 +335,30 @@ def test_a_job_rerun_after_a_crash_resumes_from_the_newest_good_state(
     assert len(records.list_runs(project.catalog)) == 1
 
 
+def test_a_job_is_done_once_whoever_finishes_it(project, model_dir) -> None:
+    # Job A dies at step 3; the artist resumes the run with another job (train-ti --resume);
+    # then the queue re-runs job A, interrupted: it must not train a second run.
+    first = project.catalog.create_job("train-ti", params(model_dir), status="running")
+    job = train_ti_job(project, params(model_dir), None, first)
+    for event in job:
+        if event.done == 3 and "loss" in event.detail:
+            break
+    job.close()
+    run = records.run_for_job(project.catalog, first)
+    assert run is not None
+    second = project.catalog.create_job("train-ti", {"resume_run_id": run.id}, status="running")
+    resumed, _ = train(project, {"resume_run_id": run.id}, job_id=second)
+    assert (resumed.run_id, resumed.status, resumed.step) == (run.id, "done", 6)
+    finished = records.get_run(project.catalog, run.id)
+
+    again, events = train(project, params(model_dir), job_id=first)
+    assert again.run_id == run.id and again.status == "done"
+    assert len(records.list_runs(project.catalog)) == 1  # no runs/ti-002-...
+    assert not [e for e in events if "loss" in e.detail]  # not one step trained again
+    assert records.run_for_job(project.catalog, first).id == run.id
+    assert records.get_run(project.catalog, run.id).status == finished.status == "done"
+
+
 def test_cancel_leaves_whole_files_and_rows_that_match_them(project, model_dir) -> None:
     cancel = CancelToken()
 

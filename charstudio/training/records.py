@@ -32,6 +32,8 @@ __all__ = [
     "set_run_status",
 ]
 
+# Run params key: the jobs that trained the run before the one in runs.job_id.
+EARLIER_JOBS = "earlier_jobs"
 _RUN_COLUMNS = (
     "id, kind, name, folder, params, status, error, created_at, started_at, finished_at, job_id"
 )
@@ -114,11 +116,13 @@ def find_run(catalog: Catalog, ref: int | str) -> RunRecord:
 
 
 def run_for_job(catalog: Catalog, job_id: int) -> RunRecord | None:
-    """The run a job trains (newest first), so a job re-run after a crash resumes it."""
+    """The run a job trains or trained before another job resumed it (newest first), so a
+    job re-run after a crash resumes it, or finds it finished."""
     with catalog.transaction() as conn:
         row = conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE job_id = ? ORDER BY id DESC LIMIT 1",
-            (job_id,),
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE job_id = ? OR EXISTS (SELECT 1 FROM "
+            f"json_each(runs.params, '$.{EARLIER_JOBS}') WHERE value = ?) ORDER BY id DESC LIMIT 1",
+            (job_id, job_id),
         ).fetchone()
     return RunRecord.from_row(row) if row else None
 
@@ -143,22 +147,33 @@ def set_run_status(
     job_id: int | None = None,
     params: dict[str, Any] | None = None,
 ) -> None:
-    """Record a status change: ``running`` stamps started_at, ending statuses finished_at."""
-    sets = ["status = ?", "error = ?"]
-    args: list[Any] = [status, error]
-    if status == "running":
-        sets += ["started_at = ?", "finished_at = NULL"]
-        args.append(utc_now())
-    elif status in _ENDED:
-        sets.append("finished_at = ?")
-        args.append(utc_now())
-    if job_id is not None:
-        sets.append("job_id = ?")
-        args.append(job_id)
-    if params is not None:
-        sets.append("params = ?")
-        args.append(json.dumps(params, ensure_ascii=False))
+    """Record a status change: ``running`` stamps started_at, ending statuses finished_at.
+
+    A run resumed by another job (``train-ti --resume``, the Resume button) keeps the ids of
+    the jobs that trained it before in its params (``earlier_jobs``), so an interrupted earlier
+    job that the queue re-runs finds the run, finished or not, instead of starting a new one.
+    """
     with catalog.transaction() as conn:
+        if job_id is not None:
+            row = conn.execute("SELECT job_id, params FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is not None and row[0] is not None and row[0] != job_id:
+                current = params if params is not None else json.loads(row[1] or "{}")
+                earlier = [j for j in current.get(EARLIER_JOBS, []) if j not in (row[0], job_id)]
+                params = {**current, EARLIER_JOBS: [*earlier, row[0]]}
+        sets = ["status = ?", "error = ?"]
+        args: list[Any] = [status, error]
+        if status == "running":
+            sets += ["started_at = ?", "finished_at = NULL"]
+            args.append(utc_now())
+        elif status in _ENDED:
+            sets.append("finished_at = ?")
+            args.append(utc_now())
+        if job_id is not None:
+            sets.append("job_id = ?")
+            args.append(job_id)
+        if params is not None:
+            sets.append("params = ?")
+            args.append(json.dumps(params, ensure_ascii=False))
         conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*args, run_id))
 
 

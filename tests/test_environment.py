@@ -93,8 +93,8 @@ def test_location_problems_are_found(tmp_path: Path) -> None:
     lock = tmp_path / "lock.txt"
     lock.write_text(
         "numpy==2.4.6\n"
-        "--index-url https://example.invalid/simple\n"
-        "torch @ https://example.invalid/torch.whl\n"
+        "--find-links wheels\n"  # an index option
+        "torch @ wheels/torch.whl\n"  # a direct reference
         "./vendored/pkg\n"
         "regex==2026.12.2 ; sys_platform == 'win32'\n",
         encoding="utf-8",

@@ -50,17 +50,17 @@ GiB, MiB = 1 << 30, 1 << 20
 RTX_3060 = "NVIDIA GeForce RTX 3060, 581.57, 12288, 8.6\n"
 OLD_DRIVER = "NVIDIA GeForce RTX 3060, 566.14, 12288, 8.6\n"
 
-# uv 0.13's own words (hosts replaced): what the stand-in prints.
+# uv 0.13's own words (the index address left out): what the stand-in prints.
 UV_OFFLINE_DNS = """\
-error: Failed to fetch: `https://packages.example/simple/torch/`
-  cause: error sending request for url (https://packages.example/simple/torch/)
+error: Failed to fetch: `<index>/simple/torch/`
+  cause: error sending request for url (<index>/simple/torch/)
   cause: client error (Connect)
   cause: dns error
   cause: failed to lookup address information: Name or service not known"""
 UV_OFFLINE_REFUSED = """\
 error: Request failed after 3 retries in 10.5s
-  cause: Failed to fetch: https://packages.example/simple/torch/
-  cause: error sending request for url (https://packages.example/simple/torch/)
+  cause: Failed to fetch: <index>/simple/torch/
+  cause: error sending request for url (<index>/simple/torch/)
   cause: client error (Connect)
   cause: tcp connect error
   cause: Connection refused (os error 111)"""

@@ -9,6 +9,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_python(code: str, logs: Path) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter (its own hooks and handlers), logging into ``logs``."""
+    env = {"CHARSTUDIO_LOG_DIR": str(logs), "PATH": ""}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+
+
 def test_uncaught_exceptions_land_in_the_log_file(tmp_path: Path) -> None:
     logs = tmp_path / "logs é"
     code = (
@@ -19,13 +27,7 @@ def test_uncaught_exceptions_land_in_the_log_file(tmp_path: Path) -> None:
         "t = threading.Thread(target=lambda: 1 / 0, name='worker'); t.start(); t.join()\n"
         "raise KeyError('main thread failure')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={"CHARSTUDIO_LOG_DIR": str(logs), "PATH": ""},
-    )
+    result = run_python(code, logs)
     assert result.returncode == 1
     log = logs / "charstudio.log"
     assert result.stdout.strip() == str(log)
@@ -58,13 +60,7 @@ def test_a_failed_job_logs_its_traceback_and_records_one_line(tmp_path: Path) ->
         "job = run_job(queue.run_next(job_id=queue.submit('broken', {})))\n"
         "print(job.error)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={"CHARSTUDIO_LOG_DIR": str(logs), "PATH": ""},
-    )
+    result = run_python(code, logs)
     assert result.stdout.strip() == "the model file is damaged", result.stderr
     assert "Traceback" not in result.stderr
     log = (logs / "charstudio.log").read_text(encoding="utf-8")

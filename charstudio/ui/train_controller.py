@@ -75,8 +75,7 @@ class TrainController(QObject):
         self.project, self.worker = project, worker
         self.current_job = self.current_run = None
         if project is not None:
-            self.refresh_choices()
-            self._suggest_model()
+            self._suggest_model(self.refresh_choices())
             self.refresh_runs()
             self._adopt_queued_job()
 
@@ -87,23 +86,24 @@ class TrainController(QObject):
         self.panel.refresh_images()
         self.refresh_runs()
 
-    def refresh_choices(self) -> None:
-        """Checkpoints from the project's model folders."""
+    def refresh_choices(self) -> list[Path]:
+        """Checkpoints from the project's model folders; returns them."""
         from charstudio.engine.runner import find_checkpoints
 
         if self.project is None:
-            return
-        self.panel.set_model_choices([str(p) for p in find_checkpoints(self.project)])
+            return []
+        checkpoints = find_checkpoints(self.project)
+        self.panel.set_model_choices([str(p) for p in checkpoints])
+        return checkpoints
 
-    def _suggest_model(self) -> None:
+    def _suggest_model(self, checkpoints: list[Path]) -> None:
         """A project whose Train panel remembers no checkpoint starts on the suggested one."""
-        from charstudio.engine.runner import find_checkpoints
         from charstudio.training.base_model import training_model_for
 
         assert self.project is not None
         if self.panel.remembered_model is not None:
             return
-        model, why = training_model_for(self.project, find_checkpoints(self.project))
+        model, why = training_model_for(self.project, checkpoints)
         if model is not None:
             self.panel.model_combo.set_path(model)
             self.panel.model_combo.setToolTip(f"Suggested: {why}")

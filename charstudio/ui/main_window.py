@@ -785,12 +785,9 @@ class MainWindow(QMainWindow):
         """Look again for checkpoints, LoRAs and embeddings (F5), as A1111's refresh buttons."""
         if self.project is None:
             return
-        from charstudio.engine.runner import find_checkpoints
-
         self.generation.refresh_choices()
-        self.training.refresh_choices()
+        count = len(self.training.refresh_choices())
         self.comparing.refresh()
-        count = len(find_checkpoints(self.project))
         self.statusBar().showMessage(
             f"Model folders searched again: {count} checkpoint{'' if count == 1 else 's'}", 8000
         )

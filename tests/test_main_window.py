@@ -120,3 +120,11 @@ def test_an_import_interrupted_by_closing_resumes_on_reopening(
     assert window.queue_worker is not None
     qtbot.waitUntil(lambda: window.model.rowCount() == 3, timeout=20000)
     window.close()
+
+
+def test_the_window_opens_no_larger_than_the_screen(window: MainWindow) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    room = QApplication.primaryScreen().availableGeometry()
+    assert 0 < window.width() <= min(1440, room.width())
+    assert 0 < window.height() <= min(900, room.height())

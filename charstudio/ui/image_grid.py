@@ -312,7 +312,9 @@ class ImageGridView(QListView):
             font = painter.font()
             font.setPointSizeF(font.pointSizeF() * 1.2)
             painter.setFont(font)
-            painter.drawText(self.viewport().rect(), Qt.AlignCenter, self.empty_text)
+            # Wrapped within a margin: a narrow grid (docks open) never cuts the hint off.
+            area = self.viewport().rect().adjusted(24, 0, -24, 0)
+            painter.drawText(area, Qt.AlignCenter | Qt.TextWordWrap, self.empty_text)
             painter.end()
 
     def cell_size(self) -> int:

@@ -70,7 +70,13 @@ class MainWindow(QMainWindow):
         self._queue_dialog: QProgressDialog | None = None
         self._caps_lock = False
         self.setWindowTitle("charstudio")
-        self.resize(1440, 900)
+        # 1440 × 900, or less on a smaller screen (a 1366 × 768 laptop): never wider than it.
+        screen = QApplication.primaryScreen()
+        room = screen.availableGeometry() if screen is not None else None
+        width, height = 1440, 900
+        if room is not None and room.width() > 0:
+            width, height = min(width, room.width()), min(height, room.height())
+        self.resize(width, height)
 
         self.model = ImageGridModel(self)
         self.grid = ImageGridView(self)

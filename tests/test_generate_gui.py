@@ -95,6 +95,19 @@ def test_problems_show_in_the_panel_and_nothing_is_queued(opened: MainWindow) ->
     assert "nobody" in window.generate_panel.problem_label.text()
 
 
+def test_the_panel_refuses_what_the_command_line_refuses(opened: MainWindow) -> None:
+    """The GUI runs the command line's checks: a LoRA in the negative prompt
+    is refused before queueing, not by the job minutes later."""
+    window = opened
+    window.generate_panel.set_request(
+        request(window, negative_prompt="blurry <lora:nothere:1>", prompt="a closeup photo")
+    )
+    window.generate_panel.generate_button.click()
+    assert window.project is not None
+    assert JobQueue(window.project).jobs() == []
+    assert "nothere" in window.generate_panel.problem_label.text()
+
+
 def test_cancel_from_the_panel(opened: MainWindow, qtbot) -> None:
     window = opened
     window.generate_panel.set_request(request(window, batch_count=20, steps=3))

@@ -66,11 +66,16 @@ class GenerateResult:
 
 
 def check_request(
-    project: Project, request: GenerateRequest, *, runner: ModelRunner | None = None
+    project: Project,
+    request: GenerateRequest,
+    *,
+    runner: ModelRunner | None = None,
+    read_files: bool = True,
 ) -> list[str]:
     """Everything that would stop the request, in words, before it is queued: axes that do not
     parse or apply (Prompt S/R text not in the prompt), checkpoints, VAE and LoRA files that do
-    not exist, embedding files that cannot be used."""
+    not exist, embedding files that cannot be used. The command line and the GUI share it;
+    ``read_files=False`` (the GUI thread) skips opening LoRA and embedding files."""
     try:
         plan = request.plan()
     except ValueError as error:
@@ -85,7 +90,8 @@ def check_request(
         if key in seen:
             continue
         seen.add(key)
-        problems.extend(p for p in runner.problems(s) if p not in problems)
+        found = runner.problems(s, read_files=read_files)
+        problems.extend(p for p in found if p not in problems)
     for axis in (plan.x, plan.y, plan.z):
         if axis is not None and axis.type == "Embedding":
             # In a prompt an unknown name is just words (as in A1111); an axis that names

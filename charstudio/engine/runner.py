@@ -213,8 +213,11 @@ class ModelRunner:
         if self.embeddings.width is not None and self.embeddings.width != width:
             self.embeddings = EmbeddingLibrary(self.embeddings.folders, width=width)
 
-    def problems(self, settings: GenerationSettings) -> list[str]:
-        """What would stop these settings from generating, in words, before anything runs."""
+    def problems(self, settings: GenerationSettings, *, read_files: bool = True) -> list[str]:
+        """What would stop these settings from generating, in words, before anything runs.
+
+        ``read_files=False`` leaves out the checks that open LoRA and embedding files, for the
+        GUI thread; the job makes them before it generates."""
         from charstudio.engine.conditioning import check_prompt_embeddings
 
         problems: list[str] = []
@@ -233,12 +236,13 @@ class ModelRunner:
                 if self.loras.resolve(name) is None:
                     folders = ", ".join(str(f) for f in self.loras.folders)
                     problems.append(f"unknown LoRA <lora:{name}>: no such file in {folders}")
-                else:
+                elif read_files:
                     try:
                         self.loras.get(name)
                     except Exception as error:  # a broken file: its message names it
                         problems.append(str(error))
-            problems.extend(check_prompt_embeddings(prompt, self.embeddings))
+            if read_files:
+                problems.extend(check_prompt_embeddings(prompt, self.embeddings))
         return list(dict.fromkeys(problems))
 
     def model_path(self, settings: GenerationSettings) -> Path | str:

@@ -10,7 +10,6 @@ keeps culling while they run.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
@@ -55,31 +54,12 @@ class GenerateController(QObject):
     # -- submitting ------------------------------------------------------------------------
 
     def problems(self, request: GenerateRequest) -> list[str]:
-        """What can be told without loading anything: the plan, the checkpoint and VAE paths,
-        LoRA names. The job checks embedding files itself before it generates."""
-        from charstudio.engine.loras import loras_in_prompt
-        from charstudio.engine.runner import ModelRunner
+        """The command line's own checks (one implementation), without opening LoRA or
+        embedding files on the GUI thread: the job checks those before it generates."""
+        from charstudio.engine.generate import check_request
 
         assert self.project is not None
-        try:
-            plan = request.plan()
-        except ValueError as error:
-            return [str(error)]
-        runner = ModelRunner(self.project)
-        runner.base_model = request.settings.model
-        problems: list[str] = []
-        for settings in {cell.settings.replace(seed=0) for cell in plan.cells}:
-            try:
-                runner.model_path(settings)
-            except Exception as error:  # ModelNotFoundError: its message names the file
-                problems.append(str(error))
-            if settings.vae and not Path(settings.vae).exists():
-                problems.append(f"VAE file not found: {settings.vae}")
-            for name, _weight in loras_in_prompt(settings.prompt):
-                if runner.loras.resolve(name) is None:
-                    folders = ", ".join(str(f) for f in runner.loras.folders)
-                    problems.append(f"unknown LoRA <lora:{name}>: no such file in {folders}")
-        return list(dict.fromkeys(problems))
+        return check_request(self.project, request, read_files=False)
 
     def submit(self, request: GenerateRequest) -> int | None:
         if self.project is None or self.worker is None:

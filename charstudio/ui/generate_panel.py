@@ -54,6 +54,7 @@ from charstudio.engine.sweeps import (
 from charstudio.jobs import Progress, format_eta
 from charstudio.prompts.attention import EMPHASIS_MODES
 from charstudio.prompts.token_count import CHUNK_LENGTH, format_schedule, prompt_report
+from charstudio.ui.icons import dice_icon, reuse_icon
 from charstudio.ui.widgets import (
     AUTOMATIC,
     ERROR_STYLE,
@@ -329,8 +330,8 @@ class GeneratePanel(QWidget):
         self.subseed_strength_spin.setToolTip(
             "Variation strength: 0 is the seed's image, 1 the variation seed's"
         )
-        self.random_seed_button = small_button("🎲", "Random seed (-1)")
-        self.reuse_seed_button = small_button("♻", "Reuse the last image's seed")
+        self.random_seed_button = small_button("Random", "Random seed (-1)", dice_icon())
+        self.reuse_seed_button = small_button("Reuse", "Reuse the last image's seed", reuse_icon())
         self.reuse_seed_button.setEnabled(False)
 
         box = QGroupBox("Sampling")
@@ -700,14 +701,15 @@ class GeneratePanel(QWidget):
         """DESIGN.md workflow step 1: the 288-image framing × angle sweep."""
         prompt = self.prompt_edit.toPlainText().strip()
         if SHEET_FRAMING not in prompt or SHEET_ANGLE not in prompt:
-            token = self._project.token if self._project is not None else "character"
+            # Look description only, as the tutorial does: before training the project's
+            # token is noise to CLIP and would only pull the sweep off the description.
             lead = f"{SHEET_FRAMING} {SHEET_ANGLE} photo of"
             has_either = SHEET_FRAMING in prompt or SHEET_ANGLE in prompt
             # Keep the artist's own description when there is one; otherwise the tutorial's.
             if prompt and not has_either:
                 prompt = f"{lead} {prompt}"
             else:
-                prompt = f"{lead} {token}, {SHEET_DESCRIPTION}"
+                prompt = f"{lead} {SHEET_DESCRIPTION}"
         negative = self.negative_edit.toPlainText().strip() or SHEET_NEGATIVE
         preset, _x, _y = character_sheet_preset(prompt, negative)
         current = self._build_settings_or_default()

@@ -33,6 +33,7 @@ from charstudio.ui.grid_delegate import (
     GridDelegate,
     StackRole,
 )
+from charstudio.ui.theme import BASE
 from charstudio.ui.thumbnails import ThumbnailLoader
 
 RecordRole = Qt.UserRole + 1
@@ -292,7 +293,7 @@ class ImageGridView(QListView):
         self.setSpacing(0)
         self.setLayoutMode(QListView.Batched)
         self.setBatchSize(500)
-        self.setStyleSheet("QListView { background: #1e1e22; }")
+        self.setStyleSheet(f"QListView {{ background: {BASE}; }}")
         self._delegate = GridDelegate(DEFAULT_CELL, self)
         self.setItemDelegate(self._delegate)
         self.set_cell_size(DEFAULT_CELL)

@@ -10,6 +10,7 @@ from typing import Any
 
 from PySide6.QtCore import QPoint, QRect, QSize, Qt
 from PySide6.QtGui import (
+    QIcon,
     QImage,
     QPainter,
     QPaintEvent,
@@ -186,10 +187,14 @@ def browse_button(parent: QWidget, combo: PathCombo, title: str, file_filter: st
     return button
 
 
-def small_button(text: str, tooltip: str) -> QToolButton:
+def small_button(text: str, tooltip: str, icon: QIcon | None = None) -> QToolButton:
+    """A tool button; with an icon, ``text`` is only its accessible name."""
     button = QToolButton()
     button.setText(text)
     button.setToolTip(tooltip)
+    if icon is not None:
+        button.setIcon(icon)
+        button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
     return button
 
 

@@ -44,6 +44,7 @@ from charstudio.training.checkpoint_grid import GridSpec, refine_steps
 from charstudio.training.export import EXPORT_FOLDERS_SETTING, ExportResult
 from charstudio.training.grid_records import grid_for_job, list_grids
 from charstudio.ui.compare_panel import ComparePanel, RunChoice
+from charstudio.ui.dialog_folders import start_folder
 from charstudio.ui.grid_viewer import GridViewer
 from charstudio.ui.queue_worker import QueueWorker
 from charstudio.ui.widgets import MUTED_STYLE
@@ -166,7 +167,7 @@ class ExportDialog(QDialog):
 
     def _pick(self, tool: str) -> None:
         title = "A1111 install or embeddings folder" if tool == "a1111" else "ComfyUI folder"
-        picked = QFileDialog.getExistingDirectory(self, title)
+        picked = QFileDialog.getExistingDirectory(self, title, start_folder())
         if picked:
             self.add_folder(embeddings_folder(Path(picked), tool))
 

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from charstudio.analysis import weights
 from charstudio.analysis.view import describe_weights_error, install_weights_file
 from charstudio.jobs.protocol import CancelToken
+from charstudio.ui.dialog_folders import start_folder
 
 # The long work: (progress(done_bytes, total_bytes | None), cancel token) -> installed file.
 Work = Callable[[Callable[[int, int | None], None], CancelToken], Path]
@@ -151,7 +152,7 @@ class FaceWeightsDialog(QDialog):
             chosen = QFileDialog.getOpenFileName(
                 self,
                 "Face recognition weights",
-                "",
+                start_folder(Path.home() / "Downloads"),
                 f"VGGFace2 weights ({weights.WEIGHTS_FILE_NAME} *.pt *.pth);;All files (*)",
             )[0]
             if not chosen:

@@ -28,6 +28,7 @@ from charstudio.engine.model_folders import (
     folder_entries,
     remove_folder,
 )
+from charstudio.ui.dialog_folders import start_folder
 
 ENTRY_ROLE = Qt.UserRole + 1
 
@@ -118,7 +119,7 @@ class ModelFoldersDialog(QDialog):
         self.remove_button.setEnabled(self._selected() is not None)
 
     def _choose(self, setting: str) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Add a folder")
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder", start_folder())
         if folder:
             self.add(setting, Path(folder))
 

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from charstudio.catalog.project import default_token, project_folder_name
+from charstudio.ui.dialog_folders import start_folder
 
 
 class NewProjectDialog(QDialog):
@@ -61,7 +62,7 @@ class NewProjectDialog(QDialog):
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(
-            self, "Create the project in", self.location.text()
+            self, "Create the project in", start_folder(self.location.text())
         )
         if folder:
             self.location.setText(folder)

@@ -50,6 +50,7 @@ from charstudio.training.settings import (
     TrainSettingsError,
     TrainTISettings,
 )
+from charstudio.ui.dialog_folders import start_folder
 from charstudio.ui.loss_plot import LossPlot
 from charstudio.ui.widgets import (
     AUTOMATIC,
@@ -1144,7 +1145,10 @@ class TrainPanel(QWidget):
 
     def _pick_template_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "Load template file", "", "Templates (*.txt);;All files (*)"
+            self,
+            "Load template file",
+            start_folder(self._project.root if self._project else None),
+            "Templates (*.txt);;All files (*)",
         )
         if path:
             self.load_template_file(path)

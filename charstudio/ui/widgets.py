@@ -5,7 +5,7 @@ live preview, error labels, and the panels' common layout."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path, PureWindowsPath
+from pathlib import PureWindowsPath
 from typing import Any
 
 from PySide6.QtCore import QPoint, QRect, QSize, Qt
@@ -33,6 +33,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from charstudio.ui.dialog_folders import start_folder
 
 AUTOMATIC = "Automatic"  # schedule type shown for None (the sampler's own default)
 ERROR_STYLE = "color: #d9534f;"
@@ -159,18 +161,16 @@ class PathCombo(ComboBox):
 def browse_button(parent: QWidget, combo: PathCombo, title: str, file_filter: str) -> QToolButton:
     """The "…" button: a model file on click, a diffusers folder from its menu."""
 
-    def start_folder() -> str:
-        current = combo.path()
-        return str(Path(current).parent) if current else ""
-
     def pick_file() -> None:
-        path, _ = QFileDialog.getOpenFileName(parent, title, start_folder(), file_filter)
+        path, _ = QFileDialog.getOpenFileName(
+            parent, title, start_folder(combo.path()), file_filter
+        )
         if path:
             combo.set_path(path)
 
     def pick_folder() -> None:
         path = QFileDialog.getExistingDirectory(
-            parent, f"{title} (diffusers folder)", start_folder()
+            parent, f"{title} (diffusers folder)", start_folder(combo.path())
         )
         if path:
             combo.set_path(path)

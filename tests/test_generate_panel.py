@@ -245,6 +245,22 @@ def test_progress_shows_image_count_speed_eta_and_preview(panel: GeneratePanel, 
     assert canceled.args == [7]
 
 
+def test_opening_another_project_clears_the_last_ones_progress(
+    panel: GeneratePanel, tmp_path
+) -> None:
+    panel.job_started(7)
+    detail = {"images_done": 3, "images_total": 8, "preview": Image.new("RGB", (8, 8))}
+    panel.show_progress(Progress(3, 8, "", 1.0, detail))
+    panel.show_problems(["unknown LoRA <lora:x>"])
+    other = Project.create(tmp_path / "other", "Bea")
+    panel.set_project(other)
+    assert panel.preview_image() is None
+    assert panel.status_text() == "" and not panel.progress_bar.isVisibleTo(panel)
+    assert not panel.cancel_button.isEnabled()
+    assert not panel.problem_label.isVisibleTo(panel)
+    other.close()
+
+
 def test_slow_steps_show_seconds_per_iteration(panel: GeneratePanel) -> None:
     panel.job_started(1)
     panel.show_progress(Progress(0, 4, "Loading checkpoint", 1.0, {"it_per_s": 0.5}))

@@ -539,6 +539,8 @@ class GeneratePanel(QWidget):
         """
         if self._project is not None and project is not self._project:
             self.save_settings()
+        if project is not self._project:
+            self.clear_job_view()  # the last project's progress and preview are not this one's
         self._project = project
         self.scroll.setEnabled(project is not None)
         self._actions.setEnabled(project is not None)
@@ -645,6 +647,18 @@ class GeneratePanel(QWidget):
         if busy:
             self.progress_bar.show()
             self.status_label.show()
+
+    def clear_job_view(self) -> None:
+        """Back to the idle look: no progress, status, preview, queue count or problems."""
+        self._job_id = -1
+        self.set_busy(False)
+        self.progress_bar.reset()
+        self.progress_bar.hide()
+        self.status_label.clear()
+        self.status_label.hide()
+        self.queue_label.hide()
+        self.preview.set_image(None)
+        self.clear_problems()
 
     def job_started(self, job_id: int) -> None:
         self._job_id = job_id

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QApplication
 from charstudio.catalog import Decision, Project
 from charstudio.catalog.importer import import_images
 from charstudio.jobs import run_job
+from charstudio.ui.filter_panel import CountRole
 from charstudio.ui.main_window import GRID, LOUPE, SURVEY, MainWindow
 
 pytestmark = pytest.mark.gui
@@ -73,6 +74,24 @@ def test_flag_stars_labels_and_reasons_by_key(qtbot, window: MainWindow) -> None
         flag="reject", stars=3, color="red", reject_reason="off-look"
     )
     assert window.summary.text() == "picked 0 · rejected 1 · unreviewed 9 · of 10"
+
+
+def test_library_views_count_what_each_pass_has_left(qtbot, window: MainWindow) -> None:
+    def counts() -> dict[str, int | None]:
+        views = window.filters.views
+        return {
+            views.item(row).text().strip(): views.item(row).data(CountRole)
+            for row in range(views.count())
+        }
+
+    assert counts()["All photos"] == 10 and counts()["Unreviewed"] == 10
+    press(qtbot, window, Qt.Key_P)
+    press(qtbot, window, Qt.Key_Right)
+    press(qtbot, window, Qt.Key_L)  # reject as off-look
+    shown = counts()
+    assert (shown["Unreviewed"], shown["Picked"], shown["Rejected"]) == (8, 1, 1)
+    assert (shown["off-look"], shown["off-prompt"]) == (1, 0)
+    assert shown["Training set (collection)"] == 0
 
 
 def test_a_decision_applies_to_the_selection_and_undo_redo(qtbot, window: MainWindow) -> None:

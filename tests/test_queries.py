@@ -108,9 +108,11 @@ def test_stats_and_training_set(project: Project) -> None:
             "not-best": 0,
             "unspecified": 1,
         },
+        "training_set": 0,
     }
     assert ids(project, view="training") == []
     set_id = project.catalog.create_training_set("picks", ids(project, view="picked"))
+    assert project.catalog.stats()["training_set"] == 3
     assert project.catalog.training_set() == (set_id, [1, 2, 3])
     project.catalog.decide([1], "unpick", flag="none")  # the set keeps what it was made of
     assert ids(project, view="training") == [1, 2, 3]

@@ -145,6 +145,10 @@ def stats(conn: sqlite3.Connection) -> dict[str, Any]:
         "rejected": counts.get("reject", 0),
         "unreviewed": counts.get("none", 0),
         "rejected_by_reason": {r: reasons.get(r, 0) for r in (*REJECT_REASONS, "unspecified")},
+        "training_set": conn.execute(
+            "SELECT count(*) FROM training_set_images WHERE set_id = "
+            "(SELECT max(id) FROM training_sets)"
+        ).fetchone()[0],
     }
 
 

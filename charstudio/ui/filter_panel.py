@@ -4,8 +4,11 @@ tools say what they need when they are off."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QStandardItemModel
+from collections.abc import Mapping
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, Qt, Signal
+from PySide6.QtGui import QPainter, QStandardItemModel
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -17,6 +20,9 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QSlider,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QVBoxLayout,
     QWidget,
 )
@@ -29,7 +35,31 @@ from charstudio.ui.grid_delegate import REASON_TEXT
 
 ANY = "any"
 ViewRole = 256  # (view, reject reason, identity group) of an entry of the view list
+CountRole = 257  # how many images the entry holds, drawn at the right as in Lightroom
 DISTANCE_STEPS = 100  # the identity slider moves in steps of 0.01 cosine distance
+
+
+class CountDelegate(QStyledItemDelegate):
+    """Draws an entry's count right-aligned in the muted colour."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        super().paint(painter, option, index)
+        count = index.data(CountRole)
+        if count is None:
+            return
+        painter.save()
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        role = (
+            option.palette.ColorRole.HighlightedText
+            if selected
+            else option.palette.ColorRole.PlaceholderText
+        )
+        painter.setPen(option.palette.color(role))
+        rect = option.rect.adjusted(0, 0, -6, 0)
+        painter.drawText(
+            rect, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, f"{count:,}"
+        )
+        painter.restore()
 
 
 class FilterPanel(QWidget):
@@ -55,6 +85,7 @@ class FilterPanel(QWidget):
             self.views.addItem(item)
         self._fixed_views = self.views.count()  # identity groups follow these
         self.views.setMaximumHeight(260)
+        self.views.setItemDelegate(CountDelegate(self.views))
         self.stars = QComboBox()
         self.stars.addItems(
             ["any", "★ or more", "★★ or more", "★★★ or more", "★★★★ or more", "★★★★★"]
@@ -132,6 +163,25 @@ class FilterPanel(QWidget):
             box.currentIndexChanged.connect(self._emit)
             self.axis_boxes[axis] = box
             self.axes_form.addRow(f"Sweep {axis}", box)
+
+    def set_counts(self, stats: Mapping[str, Any]) -> None:
+        """Counts beside the views (the catalog's ``stats()``), updated after each decision
+        so the four culling passes show what is left."""
+        by_reason = stats.get("rejected_by_reason", {})
+        counts = {
+            "all": stats.get("total"),
+            "unreviewed": stats.get("unreviewed"),
+            "picked": stats.get("picked"),
+            "training": stats.get("training_set"),
+        }
+        for row in range(self._fixed_views):
+            item = self.views.item(row)
+            view, reason, _identity = item.data(ViewRole)
+            if view == "rejected":
+                count = by_reason.get(reason) if reason else stats.get("rejected")
+            else:
+                count = counts.get(view)
+            item.setData(CountRole, count)
 
     # -- the face analysis -----------------------------------------------------------------
 

@@ -659,6 +659,7 @@ class MainWindow(QMainWindow):
         if self.project is None:
             self.setWindowTitle("charstudio")
             self.summary.setText("No project open: File > New Project or Open Project")
+            self.filters.set_counts({})
             self.grid.set_empty_text(
                 "No project open\n\nFile > New Project… (Ctrl+N) to start a character\n"
                 "File > Open Project… (Ctrl+O) to continue one"
@@ -666,6 +667,7 @@ class MainWindow(QMainWindow):
             return
         self.setWindowTitle(f"{self.project.name} — charstudio")
         stats = self.project.catalog.stats()
+        self.filters.set_counts(stats)
         self.grid.set_empty_text(
             "No images match this filter"
             if stats["total"]

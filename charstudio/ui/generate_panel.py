@@ -608,6 +608,13 @@ class GeneratePanel(QWidget):
         request.axes()  # syntax errors now, naming the axis letter
         return request
 
+    def request_or_default(self) -> GenerateRequest:
+        """The form's settings without axes, defaults for fields that don't parse: the base
+        that another image's settings are sent onto."""
+        return GenerateRequest(
+            self._build_settings_or_default(), save_grid=self.save_grid_check.isChecked()
+        )
+
     def set_model_choices(self, paths: Sequence[str]) -> None:
         self.model_combo.set_choices(paths)
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QItemSelectionModel, QObject, QSettings, Qt
+from PySide6.QtCore import QEvent, QItemSelectionModel, QObject, QPoint, QSettings, Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QLabel,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QProgressDialog,
     QSlider,
@@ -32,6 +33,7 @@ from charstudio.catalog import CatalogError, ImageRecord, Project
 from charstudio.catalog.queries import LOOKALIKE_SORT, ImageFilter
 from charstudio.jobs import Progress, format_eta
 from charstudio.jobs.queue import QueuedJob
+from charstudio.presenters.send_to_generate import request_from_image
 from charstudio.ui.analysis_controller import AnalysisController
 from charstudio.ui.compare_controller import CompareController
 from charstudio.ui.compare_panel import ComparePanel
@@ -41,6 +43,7 @@ from charstudio.ui.generate_controller import GenerateController
 from charstudio.ui.generate_panel import GeneratePanel
 from charstudio.ui.grid_viewer import GridViewer
 from charstudio.ui.image_grid import MAX_CELL, MIN_CELL, ImageGridModel, ImageGridView
+from charstudio.ui.image_menu import build_image_menu, reveal_in_file_manager
 from charstudio.ui.info_panel import InfoPanel
 from charstudio.ui.loupe import LoupeItem, LoupeView
 from charstudio.ui.new_project_dialog import NewProjectDialog
@@ -146,6 +149,8 @@ class MainWindow(QMainWindow):
 
         self.grid.selectionModel().currentChanged.connect(lambda *_: self._show_info())
         self.grid.doubleClicked.connect(lambda *_: self.show_loupe())
+        self.grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.grid.customContextMenuRequested.connect(self._show_image_menu)
         self.filters.filterChanged.connect(self.set_filter)
         self.loupe.currentChanged.connect(self._follow_key)
         self.survey.focusedChanged.connect(self._follow_key)
@@ -180,6 +185,7 @@ class MainWindow(QMainWindow):
                     key,
                 )
                 if not advance:
+                    action.setData(cull.fields)  # the right-click menu groups by it
                     self.cull_actions.append(action)
         self.undo_action = self._action("Undo", self.undo, QKeySequence.Undo)
         self.redo_action = self._action("Redo", self.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
@@ -743,6 +749,59 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(text, 15000)
 
     # -- generation ------------------------------------------------------------------------
+
+    def _show_image_menu(self, pos: QPoint) -> None:
+        menu = self.image_menu_at(pos)
+        if menu is not None:
+            menu.exec(self.grid.viewport().mapToGlobal(pos))
+
+    def image_menu_at(self, pos: QPoint) -> QMenu | None:
+        """The right-click menu for the image at ``pos`` in the grid's viewport."""
+        index = self.grid.indexAt(pos)
+        if self.project is None or not index.isValid():
+            return None
+        if not self.grid.selectionModel().isSelected(index):
+            self.grid.setCurrentIndex(index)  # as in Lightroom: right-click selects the image
+        record = self.model.record(self.model.id_at(index.row()))
+        path = self.project.file_path(record.path)
+        infotext = record.infotext
+
+        def copy_parameters() -> None:
+            QApplication.clipboard().setText(infotext or "")
+            self.statusBar().showMessage(f"Copied the generation parameters of {path.name}", 5000)
+
+        return build_image_menu(
+            self,
+            self.cull_actions,
+            count=len(self.selected_ids()),
+            reveal=lambda: reveal_in_file_manager(path),
+            copy_parameters=copy_parameters if infotext else None,
+            send_to_generate=(lambda: self.send_to_generate(record))
+            if infotext or record.prompt is not None
+            else None,
+        )
+
+    def send_to_generate(self, record: ImageRecord) -> None:
+        """A1111's "Send to txt2img": the image's settings in the Generate form, one image."""
+        from charstudio.engine.runner import find_checkpoints
+
+        if self.project is None:
+            return
+        try:
+            sent = request_from_image(
+                record,
+                checkpoints=find_checkpoints(self.project),
+                current=self.generate_panel.request_or_default(),
+            )
+        except ValueError as error:
+            self.statusBar().showMessage(str(error), 10000)
+            return
+        self.generate_panel.set_request(sent.request)
+        self.show_generate()
+        note = "; ".join(sent.notes)
+        self.statusBar().showMessage(
+            f"Sent {Path(record.path).name} to Generate" + (f" ({note})" if note else ""), 10000
+        )
 
     def show_generate(self) -> None:
         dock = self.docks["Generate"]

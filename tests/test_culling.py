@@ -94,6 +94,34 @@ def test_library_views_count_what_each_pass_has_left(qtbot, window: MainWindow) 
     assert shown["Training set (collection)"] == 0
 
 
+def test_enter_in_the_goal_box_sets_the_goal_without_opening_the_loupe(
+    qtbot, window: MainWindow
+) -> None:
+    window.goal.setFocus()
+    window.goal.lineEdit().selectAll()
+    qtbot.keyClicks(window.goal, "12")
+    qtbot.keyClick(window.goal, Qt.Key_Return)
+    assert window.goal.value() == 12
+    assert window.stack.currentIndex() == GRID
+    assert window.grid.hasFocus()  # the culling keys work again at once
+
+
+def test_thumbnail_size_is_remembered_and_cells_fill_the_row(
+    qtbot, window: MainWindow, tmp_path: Path, project_root: Path
+) -> None:
+    window.size_slider.setValue(150)
+    grid = window.grid
+    width, cell = grid.viewport().width(), grid.gridSize().width()
+    columns = width // cell
+    assert cell >= 150 and width - columns * cell < columns  # no unused strip at the right
+    window.close()
+    again = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
+    qtbot.addWidget(again)
+    again.open_project(project_root)
+    assert again.grid.cell_size() == again.size_slider.value() == 150
+    again.close()
+
+
 def test_a_decision_applies_to_the_selection_and_undo_redo(qtbot, window: MainWindow) -> None:
     selection = window.grid.selectionModel()
     for row in (0, 1, 2):

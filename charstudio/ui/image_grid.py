@@ -18,8 +18,16 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QColor, QImage, QPainter, QPaintEvent, QPixmap, QWheelEvent
-from PySide6.QtWidgets import QListView, QWidget
+from PySide6.QtGui import (
+    QColor,
+    QImage,
+    QPainter,
+    QPaintEvent,
+    QPixmap,
+    QResizeEvent,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import QAbstractItemView, QListView, QWidget
 
 from charstudio.analysis import view
 from charstudio.analysis.clustering import DEFAULT_IDENTITY_DISTANCE
@@ -293,9 +301,13 @@ class ImageGridView(QListView):
         self.setSpacing(0)
         self.setLayoutMode(QListView.Batched)
         self.setBatchSize(500)
+        # Always there: a scroll bar that comes and goes would change the width the cells
+        # are fitted to, and refitting could make it come and go again.
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
         self.setStyleSheet(f"QListView {{ background: {BASE}; }}")
         self._delegate = GridDelegate(DEFAULT_CELL, self)
         self.setItemDelegate(self._delegate)
+        self._requested = DEFAULT_CELL
         self.set_cell_size(DEFAULT_CELL)
 
     empty_text = ""
@@ -319,15 +331,34 @@ class ImageGridView(QListView):
             painter.end()
 
     def cell_size(self) -> int:
-        return self._delegate.cell
+        """The size the artist asked for (the slider's); cells stretch a little beyond it."""
+        return self._requested
 
     def set_cell_size(self, size: int) -> None:
-        size = max(MIN_CELL, min(MAX_CELL, int(size)))
-        self._delegate.cell = size
+        self._requested = max(MIN_CELL, min(MAX_CELL, int(size)))
+        self._fit_cells()
+        self.cellSizeChanged.emit(self._requested)
+
+    def _fit_cells(self) -> None:
+        """As many columns as the requested size allows, then square cells widened to fill
+        the row, as Lightroom does: no unused strip at the right. The focused image stays
+        in view when the size changes."""
+        width = self.viewport().width()
+        columns = max(1, width // self._requested) if width > 0 else 1
+        cell = max(self._requested, width // columns) if width > 0 else self._requested
+        if cell == self._delegate.cell and self.gridSize().width() == cell:
+            return
+        self._delegate.cell = cell
         self._delegate.clear_cache()
-        self.setIconSize(QSize(size, size))
-        self.setGridSize(QSize(size, size))
-        self.cellSizeChanged.emit(size)
+        self.setIconSize(QSize(cell, cell))
+        self.setGridSize(QSize(cell, cell))
+        current = self.currentIndex()
+        if current.isValid():
+            self.scrollTo(current, QAbstractItemView.ScrollHint.PositionAtCenter)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit_cells()
 
     def wheelEvent(self, event: QWheelEvent) -> None:
         if event.modifiers() & Qt.ControlModifier:

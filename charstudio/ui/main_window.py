@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import replace
@@ -20,7 +21,6 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressDialog,
     QSlider,
-    QSpinBox,
     QStackedWidget,
     QWidget,
 )
@@ -51,6 +51,7 @@ from charstudio.ui.queue_worker import QueueWorker
 from charstudio.ui.survey import SurveyView
 from charstudio.ui.train_controller import TrainController
 from charstudio.ui.train_panel import TrainPanel
+from charstudio.ui.widgets import FieldSpinBox
 
 MAX_RECENT = 10
 JOB_TITLES = {"import": "Import images", "export": "Export picks"}
@@ -59,6 +60,7 @@ FILTER_SETTING = "grid_filter"
 GOAL_SETTING = "goal_picks"
 COLLAPSE_SETTING = "collapse_stacks"
 IDENTITY_SETTING = "identity_distance"
+CELL_SIZE_SETTING = "grid/cell_size"  # per user, not per project: a habit, like Lightroom's
 
 
 class MainWindow(QMainWindow):
@@ -264,14 +266,23 @@ class MainWindow(QMainWindow):
         bar.addWidget(QLabel(" Size "))
         self.size_slider = QSlider(Qt.Horizontal)
         self.size_slider.setRange(MIN_CELL, MAX_CELL)
+        stored = self.settings.value(CELL_SIZE_SETTING)
+        if stored is not None:
+            # A hand-edited settings file keeps the default.
+            with contextlib.suppress(TypeError, ValueError):
+                self.grid.set_cell_size(int(stored))
         self.size_slider.setValue(self.grid.cell_size())
         self.size_slider.setMaximumWidth(160)
         self.size_slider.valueChanged.connect(self.grid.set_cell_size)
         self.grid.cellSizeChanged.connect(self.size_slider.setValue)
+        self.grid.cellSizeChanged.connect(
+            lambda size: self.settings.setValue(CELL_SIZE_SETTING, size)
+        )
         bar.addWidget(self.size_slider)
         bar.addSeparator()
         bar.addWidget(QLabel(" Goal: picks "))
-        self.goal = QSpinBox()
+        self.goal = FieldSpinBox()
+        self.goal.committed.connect(self.grid.setFocus)
         self.goal.setRange(0, 10000)
         self.goal.setSpecialValueText("none")
         self.goal.valueChanged.connect(self._goal_changed)

@@ -8,10 +8,11 @@ from collections.abc import Iterable
 from pathlib import PureWindowsPath
 from typing import Any
 
-from PySide6.QtCore import QPoint, QRect, QSize, Qt
+from PySide6.QtCore import QEvent, QPoint, QRect, QSize, Qt, Signal
 from PySide6.QtGui import (
     QIcon,
     QImage,
+    QKeyEvent,
     QPainter,
     QPaintEvent,
     QValidator,
@@ -50,6 +51,29 @@ class SpinBox(QSpinBox):
             super().wheelEvent(event)
         else:
             event.ignore()
+
+
+class FieldSpinBox(QSpinBox):
+    """A number field in a toolbar: Enter commits it and hands the keyboard back (the
+    ``committed`` signal) instead of reaching the window's Enter shortcut (the loupe)."""
+
+    committed = Signal()
+
+    def event(self, event: QEvent) -> bool:
+        if (
+            event.type() == QEvent.Type.ShortcutOverride
+            and isinstance(event, QKeyEvent)
+            and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+        ):
+            event.accept()  # ours, not a window shortcut's
+            return True
+        return super().event(event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        super().keyPressEvent(event)
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            self.interpretText()
+            self.committed.emit()
 
 
 class DoubleSpinBox(QDoubleSpinBox):

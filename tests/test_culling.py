@@ -163,6 +163,21 @@ def test_caps_lock_state_is_read_from_letters(qtbot, window: MainWindow) -> None
     assert window.auto_advance.isChecked()
 
 
+def test_compare_steps_the_candidate_through_the_grid(qtbot, window: MainWindow) -> None:
+    window._focus_id(1)
+    press(qtbot, window, Qt.Key_C)  # one image selected: it and the next one
+    assert window.stack.currentIndex() == SURVEY and window.survey.keys() == [1, 2]
+    press(qtbot, window, Qt.Key_Right)
+    assert window.survey.keys() == [1, 3]  # the candidate moved on, the select stayed
+    press(qtbot, window, Qt.Key_P)  # decisions go to the active pane: the new candidate
+    assert decision(window, 3).flag == "pick"
+    press(qtbot, window, Qt.Key_Left)
+    press(qtbot, window, Qt.Key_Left)  # skips the select: nothing before it
+    assert window.survey.keys() == [1, 2]
+    press(qtbot, window, Qt.Key_Up)  # make select, next candidate
+    assert window.survey.keys() == [2, 3]
+
+
 def test_filters_keep_focus_and_persist(qtbot, window: MainWindow, project_root: Path) -> None:
     for _ in range(3):
         press(qtbot, window, Qt.Key_P, Qt.ShiftModifier)  # picks 1, 2, 3

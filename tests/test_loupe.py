@@ -434,6 +434,31 @@ def test_arrows_and_clicks_move_the_focus(survey: SurveyView, qtbot, tmp_path) -
         qtbot.keyClick(survey, Qt.Key_Escape)
 
 
+def test_compare_has_select_and_candidate_roles(survey: SurveyView, qtbot, tmp_path) -> None:
+    items = make_items(tmp_path, 4, size=(64, 64))
+    survey.set_items(items[:2])
+    select, candidate = survey.canvases()
+    assert select.caption() == "Select · 00012-4240233169.png"
+    assert candidate.caption().startswith("Candidate · ")
+    # Right/Left ask the window for the grid's next/previous image as the candidate.
+    with qtbot.waitSignal(survey.candidateStepRequested) as step:
+        qtbot.keyClick(survey, Qt.Key_Right)
+    assert step.args == [1]
+    survey.replace_candidate(items[2])
+    assert survey.keys() == [100, 102] and survey.focused_key() == 102
+    assert survey.canvases()[1].caption().startswith("Candidate · ")
+    # Up makes the candidate the select and asks for the next candidate; Down swaps.
+    with qtbot.waitSignal(survey.candidateStepRequested) as step:
+        qtbot.keyClick(survey, Qt.Key_Up)
+    assert step.args == [1] and survey.keys() == [102, 100]
+    assert survey.canvases()[0].caption().startswith("Select · ")
+    qtbot.keyClick(survey, Qt.Key_Down)
+    assert survey.keys() == [100, 102]
+    # Survey panes show the file name without roles.
+    survey.set_items(items)
+    assert all("Select" not in c.caption() and c.caption() for c in survey.canvases())
+
+
 def test_removing_a_rejected_image_reflows(survey: SurveyView, qtbot, tmp_path) -> None:
     survey.set_items(make_items(tmp_path, 5, size=(256, 256)), focused_key=101)
     assert survey.grid_shape() == (2, 3)

@@ -41,6 +41,8 @@ NAVIGATION_KEYS: list[tuple[str, str]] = [
     ("Caps Lock / toolbar", "Auto-advance after every decision"),
     ("E or Enter", "Loupe: the image large (Esc back to the grid)"),
     ("C", "Compare: the two selected images side by side"),
+    ("Compare: Left / Right", "Previous / next image of the grid as the candidate"),
+    ("Compare: Up / Down", "Make the candidate the select / swap the two"),
     ("N", "Survey: up to 8 selected images side by side"),
     ("G", "Back to the grid"),
     ("Z", "Loupe/survey: toggle fit and 1:1 at the cursor"),

@@ -314,6 +314,7 @@ class ImageCanvas(QWidget):
         self._hover: QPointF | None = None
         self._drag_from: QPointF | None = None
         self._unlinked = False
+        self._caption = ""  # e.g. "Select · img00.png": who this pane is, in compare/survey
 
     # -- content ---------------------------------------------------------------------------
 
@@ -337,6 +338,14 @@ class ImageCanvas(QWidget):
     def set_info(self, info: dict[str, str] | None) -> None:
         self._info = dict(info or {})
         self.update()
+
+    def set_caption(self, caption: str) -> None:
+        """A line at the pane's bottom-left (its role and file name), always shown."""
+        self._caption = caption
+        self.update()
+
+    def caption(self) -> str:
+        return self._caption
 
     def key(self) -> int | None:
         return self._key
@@ -594,6 +603,8 @@ class ImageCanvas(QWidget):
             painter.setPen(QColor(220, 120, 120) if missing else QColor(150, 150, 150))
             painter.drawText(self.rect(), Qt.AlignCenter, "missing file" if missing else "loading…")
         if self._key is not None:
+            if self._caption:
+                self._paint_caption(painter)
             badges = self._paint_badges(painter)
             if self._overlay == Overlay.PARAMETERS:
                 self._paint_parameters(painter, badges)
@@ -636,6 +647,22 @@ class ImageCanvas(QWidget):
         painter.translate(rect.topLeft())
         painter.scale(ls, ls)
         painter.drawPixmap(source, self._pixmap, source)
+        painter.restore()
+
+    def _paint_caption(self, painter: QPainter) -> None:
+        painter.save()
+        painter.setRenderHint(QPainter.Antialiasing)
+        metrics = QFontMetrics(self.font())
+        pad = 6.0
+        text = metrics.elidedText(self._caption, Qt.ElideMiddle, max(40, self.width() - 40))
+        width = metrics.horizontalAdvance(text) + pad * 2
+        height = metrics.height() + pad
+        box = QRectF(10, self.height() - height - 10, width, height)
+        painter.setPen(Qt.NoPen)
+        painter.setBrush(QColor(0, 0, 0, 165))
+        painter.drawRoundedRect(box, 4, 4)
+        painter.setPen(QColor(235, 235, 235))
+        painter.drawText(box, Qt.AlignCenter, text)
         painter.restore()
 
     def _paint_badges(self, painter: QPainter) -> QRectF | None:

@@ -158,6 +158,7 @@ class MainWindow(QMainWindow):
         self.survey.focusedChanged.connect(self._follow_key)
         self.loupe.closeRequested.connect(self.show_grid)
         self.survey.closeRequested.connect(self.show_grid)
+        self.survey.candidateStepRequested.connect(self._step_candidate)
         app = QApplication.instance()
         if app is not None:
             app.installEventFilter(self)  # Caps Lock toggles auto-advance, as in Lightroom
@@ -618,6 +619,20 @@ class MainWindow(QMainWindow):
         self.stack.setCurrentIndex(SURVEY)
         self.survey.setFocus()
         self._show_info()
+
+    def _step_candidate(self, delta: int) -> None:
+        """Compare: the grid's next (or previous) image, other than the select, becomes the
+        candidate; at either end of the grid nothing changes."""
+        select, candidate = self.survey.keys()
+        row = self.model.row_of(candidate)
+        if row is None:
+            return
+        row += delta
+        if 0 <= row < self.model.rowCount() and self.model.id_at(row) == select:
+            row += delta
+        if not 0 <= row < self.model.rowCount():
+            return
+        self.survey.replace_candidate(self._items([self.model.id_at(row)])[0])
 
     def show_grid(self) -> None:
         focused = self.current_id()

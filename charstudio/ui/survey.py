@@ -1,5 +1,9 @@
 """Compare (C, two-up) and Survey (N, up to eight) side by side, Lightroom style.
 
+Compare has Lightroom's roles: the left pane is the Select, the right one the Candidate.
+Left/Right arrows bring the previous/next image of the grid in as the candidate, Up makes
+the candidate the select (and brings the next one in), Down swaps the two.
+
 Panes zoom and pan together so the same region can be judged across images. A Shift+wheel
 or Shift+drag moves one pane alone; what it remembers is that pane's offset from the others,
 so faces that sit in different places can be aligned once and then panned together.
@@ -7,6 +11,8 @@ Rejected images leave the survey through ``remove_key`` and the grid reflows.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from PySide6.QtCore import QEvent, QRect, Qt, Signal
 from PySide6.QtGui import QImage, QKeyEvent, QPainter, QPaintEvent, QResizeEvent
@@ -39,6 +45,8 @@ class SurveyView(QWidget):
 
     focusedChanged = Signal(int)
     closeRequested = Signal()
+    # Compare: the candidate should become the image ``delta`` places on in the grid.
+    candidateStepRequested = Signal(int)
 
     HANDLED_KEYS = frozenset(
         {Qt.Key_Left, Qt.Key_Right, Qt.Key_Up, Qt.Key_Down, Qt.Key_Z, Qt.Key_I, Qt.Key_Escape}
@@ -88,8 +96,48 @@ class SurveyView(QWidget):
             canvas.show()
         keys = self.keys()
         self._focused = focused_key if focused_key in seen else (keys[0] if keys else None)
+        self._update_captions()
         self._update_focus_frames()
         self._relayout()
+
+    def is_compare(self) -> bool:
+        return len(self._items) == 2
+
+    def _update_captions(self) -> None:
+        roles = ("Select", "Candidate") if self.is_compare() else ("",) * len(self._items)
+        for role, item in zip(roles, self._items, strict=False):
+            name = item.info.get("name") or Path(item.path).name
+            canvas = self._canvases[item.key]
+            canvas.set_caption(f"{role} · {name}" if role else name)
+
+    def replace_candidate(self, item: LoupeItem) -> None:
+        """Compare: show ``item`` as the candidate, at the linked zoom, and focus it."""
+        if not self.is_compare() or item.key == self._items[0].key:
+            return
+        old = self._items[1]
+        canvas = self._canvases.pop(old.key)
+        self._offsets.pop(old.key, None)
+        self._items[1] = item
+        self._canvases[item.key] = canvas
+        self.loader.retain(self.keys())
+        canvas.set_image(item.key, self.loader.request(item.key, item.path), item.info)
+        canvas.pressed.disconnect()
+        canvas.pressed.connect(lambda k=item.key: self.set_focused_key(k, emit=True))
+        self._focused = item.key
+        self._update_captions()
+        self._update_focus_frames()
+        self.focusedChanged.emit(item.key)
+
+    def make_select(self) -> None:
+        """Compare: the candidate becomes the select (Lightroom's "Make Select")."""
+        if self.is_compare():
+            self._items.reverse()
+            self._update_captions()
+            self._relayout()
+
+    def swap(self) -> None:
+        """Compare: select and candidate change places; the focus stays on its image."""
+        self.make_select()
 
     def items(self) -> list[LoupeItem]:
         return list(self._items)
@@ -261,7 +309,18 @@ class SurveyView(QWidget):
             event.ignore()  # culling keys go on to the parent window
             return
         columns = self.grid_shape()[1]
-        if key == Qt.Key_Right:
+        if self.is_compare() and key in (Qt.Key_Right, Qt.Key_Left, Qt.Key_Up, Qt.Key_Down):
+            if key == Qt.Key_Up:
+                self.make_select()
+                self.candidateStepRequested.emit(1)
+            elif key == Qt.Key_Down:
+                self.swap()
+                self._focused = self._items[1].key
+                self._update_focus_frames()
+                self.focusedChanged.emit(self._focused)
+            else:
+                self.candidateStepRequested.emit(1 if key == Qt.Key_Right else -1)
+        elif key == Qt.Key_Right:
             self.move_focus(1)
         elif key == Qt.Key_Left:
             self.move_focus(-1)

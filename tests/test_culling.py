@@ -106,14 +106,36 @@ def test_enter_in_the_goal_box_sets_the_goal_without_opening_the_loupe(
     assert window.grid.hasFocus()  # the culling keys work again at once
 
 
-def test_thumbnail_size_is_remembered_and_cells_fill_the_row(
+def test_grid_cells_fill_the_row_at_every_width(qtbot) -> None:
+    from PySide6.QtGui import QStandardItem, QStandardItemModel
+
+    from charstudio.ui.image_grid import ImageGridView
+
+    model = QStandardItemModel()
+    for n in range(40):
+        model.appendRow(QStandardItem(str(n)))
+    grid = ImageGridView()
+    qtbot.addWidget(grid)
+    grid.setModel(model)
+    grid.set_cell_size(150)
+    grid.show()
+    for width in range(600, 612):  # some widths divide exactly by the column count
+        grid.resize(width, 500)
+        QApplication.processEvents()
+        grid.doItemsLayout()
+        rects = [grid.visualRect(model.index(r, 0)) for r in range(model.rowCount())]
+        first_row = [r for r in rects if r.top() == rects[0].top()]
+        assert grid.gridSize().width() >= 150
+        assert len(first_row) == (grid.viewport().width() - 1) // 150  # no column lost
+        # The row's cells reach the right edge (a pixel of slack per column): no unused strip.
+        assert grid.viewport().width() - first_row[-1].right() <= len(first_row) + 1
+
+
+def test_thumbnail_size_is_remembered(
     qtbot, window: MainWindow, tmp_path: Path, project_root: Path
 ) -> None:
     window.size_slider.setValue(150)
-    grid = window.grid
-    width, cell = grid.viewport().width(), grid.gridSize().width()
-    columns = width // cell
-    assert cell >= 150 and width - columns * cell < columns  # no unused strip at the right
+    assert window.grid.cell_size() == 150
     window.close()
     again = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
     qtbot.addWidget(again)

@@ -343,7 +343,8 @@ class ImageGridView(QListView):
         """As many columns as the requested size allows, then square cells widened to fill
         the row, as Lightroom does: no unused strip at the right. The focused image stays
         in view when the size changes."""
-        width = self.viewport().width()
+        # QListView wraps a row that fills the viewport exactly: keep a pixel of slack.
+        width = self.viewport().width() - 1
         columns = max(1, width // self._requested) if width > 0 else 1
         cell = max(self._requested, width // columns) if width > 0 else self._requested
         if cell == self._delegate.cell and self.gridSize().width() == cell:

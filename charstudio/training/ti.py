@@ -171,7 +171,7 @@ def _new_plan(project: Project, params: dict[str, Any]) -> TrainPlan:
     settings.validate()
     model = params.get("model")
     if not model:
-        raise TrainingError("no model chosen to train on (params 'model')")
+        raise TrainingError("choose a checkpoint to train on")
     images = gather_images(project, params.get("images", "picks"))
     batch, accumulation, notes = settings.batch_plan(len(images))
     settings = settings.replace(

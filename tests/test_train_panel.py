@@ -20,6 +20,7 @@ from charstudio.catalog import Project
 from charstudio.catalog.importer import import_images
 from charstudio.jobs import CancelToken, Progress, run_job
 from charstudio.jobs.queue import JobQueue, QueuedJob
+from charstudio.presenters.progress_text import train_progress_text
 from charstudio.training import records
 from charstudio.training.pause import PAUSE_FILE
 from charstudio.training.settings import TrainTISettings
@@ -415,8 +416,8 @@ def test_progress_updates_bar_status_plot_preview_and_checkpoint(
     assert controller.current_run == 1
 
 
-def test_slow_steps_show_seconds_per_step(panel: TrainPanel) -> None:
-    text = panel.progress_text(step_event(10, total=20, it_per_s=0.25))
+def test_slow_steps_show_seconds_per_step() -> None:
+    text = train_progress_text(step_event(10, total=20, it_per_s=0.25))
     assert text == "Step 10/20 · loss 0.1234 · lr 0.002 · 4.0 s/it · ETA 00:40"
 
 

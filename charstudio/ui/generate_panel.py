@@ -51,7 +51,8 @@ from charstudio.engine.sweeps import (
     parse_axis,
     split_sampler_name,
 )
-from charstudio.jobs import Progress, format_eta
+from charstudio.jobs import Progress
+from charstudio.presenters.progress_text import generate_progress_text
 from charstudio.prompts.attention import EMPHASIS_MODES
 from charstudio.prompts.token_count import CHUNK_LENGTH, format_schedule, prompt_report
 from charstudio.ui.icons import dice_icon, reuse_icon
@@ -680,7 +681,7 @@ class GeneratePanel(QWidget):
             self.progress_bar.setValue(min(progress.done, progress.total))
         else:
             self.progress_bar.setRange(0, 0)
-        self.status_label.setText(self._progress_text(progress))
+        self.status_label.setText(generate_progress_text(progress))
         preview = progress.detail.get("preview")
         if preview is not None:
             self.preview.set_image(pil_to_qimage(preview))
@@ -920,24 +921,6 @@ class GeneratePanel(QWidget):
             return
         grid = f"{nx} × {ny} grid" if nz == 1 else f"{nz} grids of {nx} × {ny}"
         self.plan_label.setText(f"{images} · {grid} · {per_cell} per cell")
-
-    def _progress_text(self, progress: Progress) -> str:
-        detail = progress.detail
-        parts: list[str] = []
-        if "images_done" in detail and "images_total" in detail:
-            parts.append(f"Image {detail['images_done']}/{detail['images_total']}")
-        elif progress.total:
-            parts.append(f"{progress.done}/{progress.total}")
-        speed = detail.get("it_per_s")
-        if isinstance(speed, int | float) and speed > 0:
-            # A1111 switches to seconds per iteration when it is slower than 1 it/s.
-            parts.append(f"{speed:.1f} it/s" if speed >= 1 else f"{1 / speed:.1f} s/it")
-        if progress.total:
-            parts.append(f"ETA {format_eta(progress.eta_s)}")
-        line = " · ".join(parts)
-        if progress.message:
-            return f"{line}\n{progress.message}" if line else progress.message
-        return line
 
     def preview_image(self) -> QImage | None:
         """The last preview shown (full size), or None."""

@@ -31,8 +31,9 @@ from charstudio.analysis.clustering import DEFAULT_IDENTITY_DISTANCE
 from charstudio.analysis.view import AnalysisIndex
 from charstudio.catalog import CatalogError, ImageRecord, Project
 from charstudio.catalog.queries import LOOKALIKE_SORT, ImageFilter
-from charstudio.jobs import Progress, format_eta
+from charstudio.jobs import Progress
 from charstudio.jobs.queue import QueuedJob
+from charstudio.presenters.progress_text import job_dialog_text
 from charstudio.presenters.send_to_generate import request_from_image
 from charstudio.ui.analysis_controller import AnalysisController
 from charstudio.ui.compare_controller import CompareController
@@ -1005,10 +1006,7 @@ class MainWindow(QMainWindow):
         if event.total:
             dialog.setMaximum(event.total)
             dialog.setValue(event.done)
-        rate = f"{event.rate:.0f}/s · " if event.rate else ""
-        dialog.setLabelText(
-            f"{title}: {event.done} of {event.total or '?'}\n{rate}ETA {format_eta(event.eta_s)}"
-        )
+        dialog.setLabelText(job_dialog_text(title, event))
 
     # -- the face analysis -----------------------------------------------------------------
 

@@ -10,7 +10,6 @@ through ``job_started`` / ``show_progress`` / ``job_finished``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -43,7 +42,8 @@ from PySide6.QtWidgets import (
 
 from charstudio.catalog import Project
 from charstudio.engine.samplers import SAMPLER_NAMES
-from charstudio.jobs import Progress, format_eta
+from charstudio.jobs import Progress
+from charstudio.presenters.progress_text import train_progress_text
 from charstudio.training.settings import (
     CLIP_GRAD_MODES,
     LATENT_SAMPLING_METHODS,
@@ -1056,7 +1056,7 @@ class TrainPanel(QWidget):
         if isinstance(loss, int | float) and isinstance(step, int):
             self.loss_plot.add_point(step, float(loss))
             self.loss_plot.show()
-        text = self.progress_text(progress)
+        text = train_progress_text(progress)
         self.status_label.setText(f"{text}\n{PAUSING}" if self._pausing else text)
         self.status_label.show()
         preview = detail.get("preview")
@@ -1111,35 +1111,6 @@ class TrainPanel(QWidget):
 
     def status_text(self) -> str:
         return self.status_label.text()
-
-    def progress_text(self, progress: Progress) -> str:
-        """The status line, ``Step 40/150 · loss 0.1234 · lr 0.002 · 1.8 it/s · ETA 01:05``, or
-        the job's message while it loads the model and encodes the images."""
-        detail = progress.detail
-        loss = detail.get("loss")
-        if not isinstance(loss, int | float):
-            return progress.message or (
-                f"{progress.done}/{progress.total}" if progress.total else ""
-            )
-        parts = [
-            f"Step {progress.done}/{progress.total}" if progress.total else f"Step {progress.done}"
-        ]
-        parts.append(f"loss {loss:.4f}" if math.isfinite(loss) else f"loss {loss}")
-        rate = detail.get("learning_rate")
-        if isinstance(rate, int | float):
-            parts.append(f"lr {rate:.3g}")
-        speed = detail.get("it_per_s")
-        eta = progress.eta_s
-        if isinstance(speed, int | float) and speed > 0:
-            # A1111 switches to seconds per iteration when it is slower than 1 it/s.
-            parts.append(f"{speed:.1f} it/s" if speed >= 1 else f"{1 / speed:.1f} s/it")
-            if progress.total:
-                # The job's own speed: elapsed time includes loading the model, and a resumed
-                # run starts at its saved step.
-                eta = max(0, progress.total - progress.done) / speed
-        if progress.total:
-            parts.append(f"ETA {format_eta(eta)}")
-        return " · ".join(parts)
 
     # -- small internals ----------------------------------------------------------------------
 

@@ -21,13 +21,14 @@ from charstudio.catalog.importer import import_images
 from charstudio.jobs import CancelToken, Progress, run_job
 from charstudio.jobs.queue import JobQueue, QueuedJob
 from charstudio.presenters.progress_text import train_progress_text
+from charstudio.presenters.train import SETTING_KEY, RunRow
 from charstudio.training import records
 from charstudio.training.pause import PAUSE_FILE
 from charstudio.training.settings import TrainTISettings
 from charstudio.training.templates import DEFAULT_TEMPLATE
 from charstudio.ui.loss_plot import LossPlot, nice_ticks
 from charstudio.ui.train_controller import KIND, TrainController
-from charstudio.ui.train_panel import SETTING_KEY, RunRow, TrainPanel
+from charstudio.ui.train_panel import TrainPanel
 
 pytestmark = pytest.mark.gui
 

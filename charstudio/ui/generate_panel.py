@@ -9,7 +9,6 @@ engine.sweeps, prompts.token_count), so the panel, the command line and the test
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 
 from PySide6.QtCore import QEvent, QObject, QRegularExpression, Qt, Signal
@@ -52,6 +51,7 @@ from charstudio.engine.sweeps import (
     split_sampler_name,
 )
 from charstudio.jobs import Progress
+from charstudio.presenters.generate import SETTING_KEY, stored_request
 from charstudio.presenters.progress_text import generate_progress_text
 from charstudio.prompts.attention import EMPHASIS_MODES
 from charstudio.prompts.token_count import CHUNK_LENGTH, format_schedule, prompt_report
@@ -77,7 +77,6 @@ from charstudio.ui.widgets import (
 
 __all__ = ["SETTING_KEY", "GeneratePanel", "pil_to_qimage"]
 
-SETTING_KEY = "generate.request"  # project setting holding GenerateRequest.to_params()
 LETTERS = ("X", "Y", "Z")
 PRECISION_CHOICES = (("Automatic", "auto"), ("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32"))
 EMPTY_COUNTER = f"0/{CHUNK_LENGTH}"
@@ -113,72 +112,7 @@ AXIS_HINTS = {
     "Prompt order": "parts of the prompt, e.g. smiling, gray background",
 }
 
-_STRING_FIELDS = ("prompt", "negative_prompt", "sampler")
-_OPTIONAL_STRING_FIELDS = ("schedule_type", "model", "model_hash", "vae")
-_SETTING_FIELDS = {f.name for f in dataclasses.fields(GenerationSettings)}
-
-
 # --- small widgets ------------------------------------------------------------------------------
-
-
-def _stored_request(stored: object) -> tuple[GenerateRequest, list[str]]:
-    """The request saved in a project, and the names of saved values that had to be dropped.
-
-    Saved settings come from older versions or hand edits: anything unreadable falls back to
-    its default, one value at a time, so one bad value never loses the prompt.
-    """
-    default = GenerateRequest(GenerationSettings(prompt=""))
-    if stored is None:
-        return default, []
-    if not isinstance(stored, Mapping):
-        return default, ["all settings"]
-    dropped: list[str] = []
-    raw = stored.get("settings")
-    if not isinstance(raw, Mapping):
-        raw = {}
-        dropped.append("settings")
-    settings = default.settings
-    for name, value in raw.items():
-        if name == "extra_params" or name == "model_hash":
-            continue  # derived by the engine; a stale hash would be wrong for another file
-        if not _plausible_setting(str(name), value):
-            dropped.append(str(name))
-            continue
-        try:
-            settings = settings.replace(**{name: value})
-        except (ValueError, TypeError, AttributeError):
-            dropped.append(str(name))
-    axes: dict[str, str | None] = {}
-    for key in ("x", "y", "z"):
-        spec = stored.get(key)
-        if spec is not None and not isinstance(spec, str):
-            dropped.append(f"{key.upper()} axis")
-            spec = None
-        axes[key] = spec
-    flags: dict[str, bool] = {}
-    for key in ("keep_random_seeds", "save_grid"):
-        if key in stored:
-            if isinstance(stored[key], bool):
-                flags[key] = stored[key]
-            else:
-                dropped.append(key)
-    return default.replace(settings=settings, **axes, **flags), dropped
-
-
-def _plausible_setting(name: str, value: object) -> bool:
-    """Type checks GenerationSettings leaves to its callers (it validates numbers itself)."""
-    if name not in _SETTING_FIELDS:
-        return False
-    if name in _STRING_FIELDS:
-        if not isinstance(value, str):
-            return False
-        if name == "sampler":
-            try:
-                split_sampler_name(value)
-            except ValueError:
-                return False
-    optional_string = name in _OPTIONAL_STRING_FIELDS
-    return not optional_string or value is None or isinstance(value, str)
 
 
 # --- the panel ----------------------------------------------------------------------------------
@@ -552,7 +486,7 @@ class GeneratePanel(QWidget):
             stored = project.catalog.get_setting(SETTING_KEY)
         except ValueError:  # not even JSON (a hand-edited catalog)
             stored = "unreadable"
-        request, dropped = _stored_request(stored)
+        request, dropped = stored_request(stored)
         self.set_request(request)
         self._show_engine_options(project)
         if dropped:

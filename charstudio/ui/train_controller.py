@@ -11,7 +11,6 @@ newest checkpoint. It never loads a model: that happens on the worker thread.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,34 +21,17 @@ from sqlite_utils.db import NotFoundError
 from charstudio.catalog import Project
 from charstudio.jobs import Progress, readable_job_error
 from charstudio.jobs.queue import JobQueue, QueuedJob
+from charstudio.presenters.run_view import run_snapshot
+from charstudio.presenters.train import run_rows
 from charstudio.training import records
 from charstudio.training.pause import request_pause, request_pause_job
-from charstudio.training.run_files import (
-    LOSS_CSV,
-    PREVIEW_FOLDER,
-    newest_state_step,
-    read_loss_rows,
-)
-from charstudio.training.settings import TrainTISettings
 from charstudio.ui.queue_worker import QueueWorker
-from charstudio.ui.train_panel import RunRow, TrainPanel
+from charstudio.ui.train_panel import TrainPanel
 
 __all__ = ["KIND", "TrainController"]
 
 KIND = "train-ti"
-RUNS_SHOWN = 20  # the newest runs; older ones stay in the catalog and the runs folder
 # Errors whose message is written for the artist: the exception's type name adds nothing.
-_STEP_SUFFIX = re.compile(r"-(\d+)$")
-
-
-def _loss_points(path: Path) -> list[tuple[int, float]]:
-    points = []
-    for row in read_loss_rows(path):
-        try:
-            points.append((int(row["step"]), float(row["loss"])))
-        except (KeyError, ValueError):
-            continue
-    return points
 
 
 class TrainController(QObject):
@@ -109,28 +91,7 @@ class TrainController(QObject):
             self.panel.model_combo.setToolTip(f"Suggested: {why}")
 
     def refresh_runs(self) -> None:
-        if self.project is None:
-            self.panel.set_runs([])
-            return
-        runs = records.list_runs(self.project.catalog, kind="ti")[::-1][:RUNS_SHOWN]
-        self.panel.set_runs([self._row(run) for run in runs])
-
-    def _row(self, run: records.RunRecord) -> RunRow:
-        assert self.project is not None
-        step = newest_state_step(self.project.root / run.folder)
-        if not step:
-            saved = records.run_checkpoints(self.project.catalog, run.id)
-            step = saved[-1].step if saved else 0
-        return RunRow(
-            run.id, run.name, run.status, step, self._end_step(run), run.error, run.created_at
-        )
-
-    @staticmethod
-    def _end_step(run: records.RunRecord) -> int | None:
-        try:
-            return TrainTISettings.from_json(run.params.get("settings")).end_step()
-        except (ValueError, TypeError):  # a run written by another version: no total shown
-            return None
+        self.panel.set_runs(run_rows(self.project))
 
     # -- submitting ----------------------------------------------------------------------------
 
@@ -214,30 +175,16 @@ class TrainController(QObject):
         """Show a run's loss log, newest preview and newest checkpoint."""
         if self.project is None:
             return
-        try:
-            run = records.get_run(self.project.catalog, run_id)
-        except KeyError:
+        snapshot = run_snapshot(self.project, run_id)
+        if snapshot is None:
             return
-        folder = self.project.root / run.folder
-        points = _loss_points(folder / LOSS_CSV)
-        step = newest_state_step(folder) or (points[-1][0] if points else 0)
         self.panel.reset_progress()
-        self.panel.show_history(points, self._end_step(run), step)
-        preview = self._newest_preview(folder)
+        self.panel.show_history(snapshot.loss, snapshot.end_step, snapshot.step)
+        preview = snapshot.newest_preview
         if preview is not None:
-            preview_step, path = preview
-            self.panel.show_preview(QImage(str(path)), preview_step, str(path))
-        saved = records.run_checkpoints(self.project.catalog, run_id)
-        self.panel.show_checkpoint(saved[-1].path if saved else None)
-
-    @staticmethod
-    def _newest_preview(folder: Path) -> tuple[int, Path] | None:
-        found = []
-        for path in (folder / PREVIEW_FOLDER).glob("*.png"):
-            match = _STEP_SUFFIX.search(path.stem)
-            if match:
-                found.append((int(match[1]), path))
-        return max(found) if found else None
+            self.panel.show_preview(QImage(str(preview.path)), preview.step, str(preview.path))
+        checkpoint = snapshot.newest_checkpoint
+        self.panel.show_checkpoint(self._relative(str(checkpoint.path)) if checkpoint else None)
 
     def _run_selected(self, run_id: int) -> None:
         # While a run trains, the progress area is its; a selection only shows when idle.

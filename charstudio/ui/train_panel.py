@@ -10,8 +10,7 @@ through ``job_started`` / ``show_progress`` / ``job_finished``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,13 @@ from charstudio.catalog import Project
 from charstudio.engine.samplers import SAMPLER_NAMES
 from charstudio.jobs import Progress
 from charstudio.presenters.progress_text import train_progress_text
+from charstudio.presenters.train import (
+    IMAGE_CHOICES,
+    RESUMABLE,
+    SETTING_KEY,
+    RunRow,
+    stored_state,
+)
 from charstudio.training.settings import (
     CLIP_GRAD_MODES,
     LATENT_SAMPLING_METHODS,
@@ -69,75 +75,13 @@ from charstudio.ui.widgets import (
     pil_to_qimage,
 )
 
-__all__ = ["RESUMABLE", "SETTING_KEY", "RunRow", "TrainPanel"]
+__all__ = ["TrainPanel"]
 
-SETTING_KEY = "train.ti"  # project setting: {"settings": TrainTISettings JSON, "model", ...}
 WARNING_STYLE = "color: #c98a00;"
-IMAGE_CHOICES = (("Training set (picks)", "picks"), ("All images in the project", "all"))
 PRECISION_CHOICES = (("Automatic", "auto"), ("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32"))
-RESUMABLE = ("paused", "canceled", "failed")  # runs the Resume button continues
 PAUSING = "Pausing after this step…"
 CHECK_DELAY_MS = 250  # live checks read the catalog and image files: not on every keystroke
 _SEED_PATTERN = r"-1|\d{1,19}"
-_DEFAULTS = TrainTISettings()
-
-
-@dataclass(frozen=True)
-class RunRow:
-    """One line of the runs list (the controller reads them from the catalog)."""
-
-    run_id: int
-    name: str
-    status: str  # running, paused, canceled, failed, done
-    step: int  # the newest saved step
-    end_step: int | None
-    error: str | None = None
-    created_at: str = ""
-
-
-def _plausible(name: str, value: object) -> bool:
-    """Whether a stored value has the type of its field (JSON from older versions or hand edits
-    must not reach a widget as the wrong type)."""
-    default = getattr(_DEFAULTS, name)
-    if name in ("batch_size", "preview_schedule_type"):
-        return value is None or isinstance(value, int if name == "batch_size" else str)
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, type(default))
-
-
-def _stored_state(
-    stored: object, project: Project
-) -> tuple[TrainTISettings, dict[str, Any], list[str]]:
-    """The settings saved in a project, the other saved choices (model, vae, images) and the
-    names of saved values that were unreadable and fell back to their defaults."""
-    settings = TrainTISettings.for_project(project)
-    if stored is None:
-        return settings, {}, []
-    if not isinstance(stored, Mapping):
-        return settings, {}, ["all settings"]
-    raw = stored.get("settings")
-    dropped: list[str] = []
-    if not isinstance(raw, Mapping):
-        raw, dropped = {}, ["settings"]
-    known = {f.name for f in fields(TrainTISettings)}
-    values = {}
-    for name, value in raw.items():
-        if name in known and _plausible(name, value):
-            values[name] = value
-        else:
-            dropped.append(str(name))
-    settings = settings.replace(**values)
-    if not settings.name:
-        settings = settings.replace(name=project.token)
-    choices = {k: stored[k] for k in ("model", "vae") if isinstance(stored.get(k), str)}
-    if stored.get("images") in {value for _label, value in IMAGE_CHOICES}:
-        choices["images"] = stored["images"]
-    return settings, choices, dropped
 
 
 class _Rows(QGridLayout):
@@ -624,7 +568,7 @@ class TrainPanel(QWidget):
             stored = project.catalog.get_setting(SETTING_KEY)
         except ValueError:  # not even JSON (a hand-edited catalog)
             stored = "unreadable"
-        settings, choices, dropped = _stored_state(stored, project)
+        settings, choices, dropped = stored_state(stored, project)
         self._loading = True
         try:
             self.remembered_model = choices.get("model")

@@ -658,13 +658,16 @@ def test_end_to_end_tiny_model_through_the_queue_worker(
     """Three steps on a tiny random-weight model, 32×32 images, on the real worker thread."""
     pytest.importorskip("torch")
     from charstudio.ui.queue_worker import QueueWorker
+    from charstudio.ui.run_view import RunView
 
     from .tiny_sd import tiny_components, write_diffusers_folder
 
     model_dir = write_diffusers_folder(tmp_path / "tiny-sd", tiny_components(5))
     panel = TrainPanel()
     qtbot.addWidget(panel)
-    controller = TrainController(panel)
+    run_view = RunView()
+    qtbot.addWidget(run_view)
+    controller = TrainController(panel, run_view)
     worker = QueueWorker(project.root)
     worker.jobStarted.connect(controller.job_started)
     worker.jobProgress.connect(controller.job_progress)
@@ -695,6 +698,11 @@ def test_end_to_end_tiny_model_through_the_queue_worker(
         assert panel.preview_label.text() == "Preview · step 3"
         assert panel.checkpoint_label.text().endswith(f"{TOKEN}-3.pt")
         assert panel.runs()[0].run_id == run.id and panel.runs()[0].step == 3
+        # The centre run view followed the run: its loss, the preview and every checkpoint.
+        assert run_view.run_id() == run.id
+        assert run_view.loss_plot.point_count() == 3
+        assert run_view.preview_steps() == ["step 3"]
+        assert [row[0] for row in run_view.checkpoint_rows()] == ["1", "2", "3"]
     finally:
         worker.shutdown()
         controller.set_project(None, None)

@@ -49,6 +49,7 @@ from charstudio.ui.info_panel import InfoPanel
 from charstudio.ui.loupe import LoupeItem, LoupeView
 from charstudio.ui.new_project_dialog import NewProjectDialog
 from charstudio.ui.queue_worker import QueueWorker
+from charstudio.ui.run_view import RunView
 from charstudio.ui.survey import SurveyView
 from charstudio.ui.train_controller import TrainController
 from charstudio.ui.train_panel import TrainPanel
@@ -56,7 +57,7 @@ from charstudio.ui.widgets import FieldSpinBox
 
 MAX_RECENT = 10
 JOB_TITLES = {"import": "Import images", "export": "Export picks"}
-GRID, LOUPE, SURVEY, CHECKPOINTS, CELL = 0, 1, 2, 3, 4
+GRID, LOUPE, SURVEY, CHECKPOINTS, CELL, RUN = 0, 1, 2, 3, 4, 5
 FILTER_SETTING = "grid_filter"
 GOAL_SETTING = "goal_picks"
 COLLAPSE_SETTING = "collapse_stacks"
@@ -91,8 +92,11 @@ class MainWindow(QMainWindow):
         self.survey = SurveyView(parent=self)
         self.grid_viewer = GridViewer(self)  # a training run's checkpoint grid
         self.cell_loupe = LoupeView(parent=self)  # one grid cell full size (not a catalog image)
+        self.run_view = RunView(self)  # a training run: loss, previews, checkpoints
+        self._cell_from = CHECKPOINTS  # the page Esc in the cell loupe goes back to
         self.stack = QStackedWidget(self)
-        for page in (self.grid, self.loupe, self.survey, self.grid_viewer, self.cell_loupe):
+        pages = (self.grid, self.loupe, self.survey, self.grid_viewer, self.cell_loupe)
+        for page in (*pages, self.run_view):
             self.stack.addWidget(page)
         self.setCentralWidget(self.stack)
 
@@ -124,7 +128,14 @@ class MainWindow(QMainWindow):
         self.generation = GenerateController(self.generate_panel, self)
         self.generation.imagesAdded.connect(self._images_added)
         self.generation.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
-        self.training = TrainController(self.train_panel, self)
+        self.training = TrainController(self.train_panel, self.run_view, self)
+        self.train_panel.runSelected.connect(
+            lambda run_id: self._show_run_view(run_id) if run_id >= 0 else None
+        )
+        self.train_panel.trainRequested.connect(lambda _params: self._show_run_view(-1))
+        self.run_view.closeRequested.connect(self.show_grid)
+        self.run_view.previewOpened.connect(self._open_preview)
+        self.run_view.compareRequested.connect(self._compare_run)
         self.training.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
         self.comparing = CompareController(self.compare_panel, self.grid_viewer, self)
         self.comparing.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
@@ -132,7 +143,7 @@ class MainWindow(QMainWindow):
         self.training.runFinished.connect(lambda run_id: self.comparing.refresh_runs(run_id))
         self.grid_viewer.openImage.connect(self._open_cell)
         self.grid_viewer.closeRequested.connect(self.show_grid)
-        self.cell_loupe.closeRequested.connect(self.show_checkpoints)
+        self.cell_loupe.closeRequested.connect(self._close_cell)
         self.analysis = AnalysisController(self)
         self.analysis.analysisChanged.connect(self._load_analysis)
         self.analysis.weightsChanged.connect(self._load_analysis)
@@ -444,7 +455,7 @@ class MainWindow(QMainWindow):
     # -- focus and selection ---------------------------------------------------------------
 
     def current_id(self) -> int | None:
-        if self.stack.currentIndex() in (CHECKPOINTS, CELL):
+        if self.stack.currentIndex() in (CHECKPOINTS, CELL, RUN):
             return None  # grid cells are not catalog images: culling keys do nothing there
         if self.stack.currentIndex() == LOUPE:
             return self.loupe.current_key()
@@ -843,10 +854,38 @@ class MainWindow(QMainWindow):
         self.grid_viewer.setFocus()
 
     def _open_cell(self, path: str) -> None:
+        self._cell_from = CHECKPOINTS
         items, current = self.grid_viewer.loupe_items()
         self.cell_loupe.set_items(items, current)
         self.stack.setCurrentIndex(CELL)
         self.cell_loupe.setFocus()
+
+    def _show_run_view(self, run_id: int) -> None:
+        """A run chosen in the Train panel (or one just started: -1) in the centre."""
+        if self.project is None:
+            return
+        if run_id < 0:
+            self.run_view.set_snapshot(None)
+            self.run_view.title_label.setText("Starting training…")
+        self.stack.setCurrentIndex(RUN)
+
+    def _open_preview(self, path: str) -> None:
+        self._cell_from = RUN
+        self.cell_loupe.set_items([LoupeItem(-1, path, {"name": Path(path).name})], -1)
+        self.stack.setCurrentIndex(CELL)
+        self.cell_loupe.setFocus()
+
+    def _close_cell(self) -> None:
+        """Esc in the full-size cell or preview: back to where it was opened from."""
+        if self._cell_from == RUN:
+            self.stack.setCurrentIndex(RUN)
+        else:
+            self.show_checkpoints()
+        self._cell_from = CHECKPOINTS
+
+    def _compare_run(self, run_id: int) -> None:
+        self.comparing.refresh_runs(run_id)
+        self.show_compare()
 
     def show_compare(self) -> None:
         dock = self.docks["Compare"]

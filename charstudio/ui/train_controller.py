@@ -21,12 +21,14 @@ from sqlite_utils.db import NotFoundError
 from charstudio.catalog import Project
 from charstudio.jobs import Progress, readable_job_error
 from charstudio.jobs.queue import JobQueue, QueuedJob
-from charstudio.presenters.run_view import run_snapshot
+from charstudio.presenters.run_view import SavedFile, run_snapshot
 from charstudio.presenters.train import run_rows
 from charstudio.training import records
 from charstudio.training.pause import request_pause, request_pause_job
 from charstudio.ui.queue_worker import QueueWorker
+from charstudio.ui.run_view import RunView
 from charstudio.ui.train_panel import TrainPanel
+from charstudio.ui.widgets import pil_to_qimage
 
 __all__ = ["KIND", "TrainController"]
 
@@ -38,9 +40,12 @@ class TrainController(QObject):
     message = Signal(str)  # one-line news for the status bar
     runFinished = Signal(int)  # a run's job ended (done, paused, canceled or failed)
 
-    def __init__(self, panel: TrainPanel, parent: QObject | None = None) -> None:
+    def __init__(
+        self, panel: TrainPanel, run_view: RunView | None = None, parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self.panel = panel
+        self.run_view = run_view
         self.project: Project | None = None
         self.worker: QueueWorker | None = None
         self.current_job: int | None = None  # the train job queued or running
@@ -185,6 +190,8 @@ class TrainController(QObject):
             self.panel.show_preview(QImage(str(preview.path)), preview.step, str(preview.path))
         checkpoint = snapshot.newest_checkpoint
         self.panel.show_checkpoint(self._relative(str(checkpoint.path)) if checkpoint else None)
+        if self.run_view is not None:
+            self.run_view.set_snapshot(snapshot)
 
     def _run_selected(self, run_id: int) -> None:
         # While a run trains, the progress area is its; a selection only shows when idle.
@@ -221,12 +228,36 @@ class TrainController(QObject):
         if isinstance(run_id, int) and run_id != self.current_run:
             self.current_run = run_id
             self.refresh_runs()  # the new run's row
+            if self.run_view is not None and self.project is not None:
+                self.run_view.set_snapshot(run_snapshot(self.project, run_id))
+        self._follow_in_run_view(event)
         checkpoint = detail.get("checkpoint_path")
         if checkpoint and self.project is not None:
             detail = {**detail, "checkpoint_path": self._relative(str(checkpoint))}
             event = Progress(event.done, event.total, event.message, event.elapsed_s, detail)
         self.panel.show_progress(event)
         return True
+
+    def _follow_in_run_view(self, event: Progress) -> None:
+        """The running run's loss, previews and checkpoints as they come."""
+        view = self.run_view
+        if view is None or view.run_id() != self.current_run or self.current_run is None:
+            return
+        detail = event.detail
+        loss = detail.get("loss")
+        if isinstance(loss, int | float):
+            view.add_loss_point(event.done, float(loss))
+        preview = detail.get("preview_path")
+        if isinstance(preview, str):
+            image = detail.get("preview")
+            view.add_preview(
+                SavedFile(event.done, Path(preview)),
+                pil_to_qimage(image) if image is not None else None,
+            )
+        checkpoint = detail.get("checkpoint_path")
+        if isinstance(checkpoint, str):
+            loss_value = float(loss) if isinstance(loss, int | float) else None
+            view.add_checkpoint(SavedFile(event.done, Path(checkpoint), loss_value))
 
     def job_finished(self, job: QueuedJob) -> bool:
         if job.kind != KIND:

@@ -5,46 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
 from PySide6.QtCore import QSettings
 
 from charstudio.catalog import Project
 from charstudio.presenters.run_view import run_snapshot
-from charstudio.training import records
-from charstudio.training.run_files import (
-    LOSS_CSV,
-    PREVIEW_FOLDER,
-    append_loss_row,
-    write_loss_rows,
-)
-from charstudio.training.settings import TrainTISettings
 from charstudio.ui.main_window import RUN, MainWindow
 from charstudio.ui.run_view import RunView
+from tests.runs import make_ti_run
 
 
 def make_run(project: Project) -> int:
-    run_id = records.create_run(
-        project.catalog,
-        name="ann4",
-        folder="runs/ti-001-ann4",
-        params={"settings": TrainTISettings(name="ann4", max_steps=20).to_json()},
-        job_id=None,
-    )
-    records.set_run_status(project.catalog, run_id, "done")
-    folder = project.root / "runs" / "ti-001-ann4"
-    (folder / PREVIEW_FOLDER).mkdir(parents=True)
-    write_loss_rows(folder / LOSS_CSV, [])
-    for step in range(1, 21):
-        append_loss_row(folder / LOSS_CSV, step, 0.3 - step / 100, 0.002, 4.0)
-    for step in (5, 10, 15, 20):
-        Image.new("RGB", (32, 32), (step * 10, 80, 80)).save(
-            folder / PREVIEW_FOLDER / f"ann4-{step}.png"
-        )
-        (folder / f"ann4-{step}.pt").write_bytes(b"pt")
-        records.record_checkpoint(
-            project.catalog, run_id, step, f"runs/ti-001-ann4/ann4-{step}.pt", 0.3 - step / 100, "0"
-        )
-    return run_id
+    return make_ti_run(project, steps=20, saved=(5, 10, 15, 20), status="done")
 
 
 def test_the_view_shows_every_preview_and_checkpoint(qtbot, tmp_path: Path) -> None:

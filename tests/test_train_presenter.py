@@ -12,14 +12,10 @@ from charstudio.presenters.generate import stored_request
 from charstudio.presenters.run_view import run_snapshot
 from charstudio.presenters.saved_settings import apply_saved, has_type
 from charstudio.presenters.train import run_rows, stored_state
-from charstudio.training import records
 from charstudio.training.run_files import (
-    LOSS_CSV,
     PREVIEW_FOLDER,
-    append_loss_row,
-    write_loss_rows,
 )
-from charstudio.training.settings import TrainTISettings
+from tests.runs import make_ti_run
 
 
 @pytest.fixture
@@ -63,24 +59,8 @@ def test_generate_and_train_read_their_saved_settings(project: Project) -> None:
 
 
 def test_a_run_snapshot_has_its_loss_previews_and_checkpoints(project: Project) -> None:
-    run_id = records.create_run(
-        project.catalog,
-        name="ann4",
-        folder="runs/ti-001-ann4",
-        params={"settings": TrainTISettings(name="ann4", max_steps=20).to_json()},
-        job_id=None,
-    )
+    run_id = make_ti_run(project, steps=10, saved=(10, 5))
     folder = project.root / "runs" / "ti-001-ann4"
-    (folder / PREVIEW_FOLDER).mkdir(parents=True)
-    write_loss_rows(folder / LOSS_CSV, [])
-    for step in range(1, 11):
-        append_loss_row(folder / LOSS_CSV, step, 0.3 - step / 100, 0.002, 4.0)
-    for step in (10, 5):
-        (folder / PREVIEW_FOLDER / f"ann4-{step}.png").write_bytes(b"png")
-        (folder / f"ann4-{step}.pt").write_bytes(b"pt")
-        records.record_checkpoint(
-            project.catalog, run_id, step, f"runs/ti-001-ann4/ann4-{step}.pt", 0.3 - step / 100, "0"
-        )
     (folder / PREVIEW_FOLDER / "notes.png").write_bytes(b"no step in the name")
     snapshot = run_snapshot(project, run_id)
     assert snapshot is not None

@@ -29,7 +29,7 @@ from charstudio.presenters.run_view import RunSnapshot, SavedFile
 from charstudio.ui.loss_plot import LossPlot
 from charstudio.ui.widgets import ERROR_STYLE, MUTED_STYLE
 
-PREVIEW_ICON = 192
+PREVIEW_ICON = 128
 PathRole = Qt.ItemDataRole.UserRole
 
 
@@ -61,14 +61,19 @@ class RunView(QWidget):
         self.previews.setResizeMode(QListView.ResizeMode.Adjust)
         self.previews.setMovement(QListView.Movement.Static)
         self.previews.setIconSize(QSize(PREVIEW_ICON, PREVIEW_ICON))
-        self.previews.setSpacing(4)
+        # A fixed cell: QListView lays uniform cells out in full rows, never one lone column.
+        self.previews.setGridSize(QSize(PREVIEW_ICON + 12, PREVIEW_ICON + 28))
+        self.previews.setUniformItemSizes(True)
         self.checkpoints = QTableWidget(0, 3)
         self.checkpoints.setHorizontalHeaderLabels(["Step", "Loss", "File"])
         self.checkpoints.verticalHeader().hide()
         self.checkpoints.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.checkpoints.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         header = self.checkpoints.horizontalHeader()
+        for column in (0, 1):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        self.checkpoints.setMinimumWidth(300)
 
         top = QHBoxLayout()
         top.addWidget(self.title_label, 1)

@@ -186,12 +186,17 @@ class Recognizer:
             )
             log.warning(self.warning)
 
-        import torch
         from facenet_pytorch import InceptionResnetV1
 
+        from charstudio.engine.pt_files import (
+            RefusedPickle,
+            UnreadableTorchFile,
+            load_weights_only,
+        )
+
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # weights_only refuses pickled code; a bad file raises too
+            state = load_weights_only(self.path)
+        except (RefusedPickle, UnreadableTorchFile) as exc:
             raise RecognizerUnavailable(f"cannot read {self.path} as weights: {exc}") from exc
         net = InceptionResnetV1(pretrained=None, classify=False)
         _load_state(net, state, self.path)

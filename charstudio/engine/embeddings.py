@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from charstudio.atomic_files import atomic_write
-from charstudio.engine.pt_files import blocked_global, misnamed_safetensors, torch_save_bytes
+from charstudio.engine.pt_files import (
+    RefusedPickle,
+    UnreadableTorchFile,
+    load_weights_only,
+    misnamed_safetensors,
+    torch_save_bytes,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -186,19 +191,15 @@ def embedding_from_data(
 
 
 def _torch_load_safely(path: Path) -> Any:
-    import torch
-
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # weights_only refuses any global outside torch's allow-list: such a file could run code.
-        found = blocked_global(str(exc))
-        what = f"; it references {found}" if found else ""
+        return load_weights_only(path)
+    except RefusedPickle as exc:
+        what = f"; it references {exc.found}" if exc.found else ""
         raise EmbeddingError(
             f"{path}: refused: loading it would need unsafe unpickling (it may run code{what}). "
             "Only plain tensor files are read; convert it to .safetensors with a trusted tool."
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except UnreadableTorchFile as exc:
         raise EmbeddingError(f"{path}: not a readable PyTorch file ({exc})") from exc
 
 

@@ -38,11 +38,9 @@ torch and safetensors are imported inside functions so importing this module sta
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
-import pickle
 import re
 import struct
 import threading
@@ -53,7 +51,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charstudio.engine.model_hash import addnet_hash, hash_cache
-from charstudio.engine.pt_files import blocked_global, misnamed_safetensors
+from charstudio.engine.pt_files import (
+    RefusedPickle,
+    UnreadableTorchFile,
+    load_weights_only,
+    misnamed_safetensors,
+)
 from charstudio.prompts.extra_networks import split_extra_networks
 
 if TYPE_CHECKING:
@@ -447,20 +450,16 @@ def _safetensors_header(head: bytes, size: int, label: str) -> dict[str, Any]:
 
 
 def _torch_load_safely(data: bytes, label: str) -> Any:
-    import torch
-
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # weights_only refuses every global outside torch's allow-list: such a file could run
-        # code when unpickled, and LoRA files never need one.
-        found = blocked_global(str(exc))
-        what = f" (it references {found})" if found else ""
+        return load_weights_only(data)
+    except RefusedPickle as exc:
+        # LoRA files never need a global outside torch's allow-list.
+        what = f" (it references {exc.found})" if exc.found else ""
         raise LoraError(
             f"{label}: refused: loading it would need unsafe unpickling, which can run code"
             f"{what}. Only plain tensor files are read; use a .safetensors version of this LoRA."
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except UnreadableTorchFile as exc:
         raise LoraError(f"{label}: not a readable PyTorch file ({exc})") from exc
 
 

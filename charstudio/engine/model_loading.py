@@ -31,7 +31,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charstudio.engine.model_hash import model_hash as compute_model_hash
-from charstudio.engine.pt_files import blocked_global, misnamed_safetensors
+from charstudio.engine.pt_files import (
+    RefusedPickle,
+    UnreadableTorchFile,
+    load_weights_only,
+    misnamed_safetensors,
+)
 from charstudio.jobs.protocol import JobError
 from charstudio.resources import resource_path
 
@@ -225,25 +230,17 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _torch_load_safely(path: Path) -> Any:
-    import pickle
-
-    import torch
-
     stand_in = [(_LightningCallbackStandIn, _LIGHTNING_CALLBACK)]
     try:
-        with torch.serialization.safe_globals(stand_in):
-            return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = blocked_global(str(exc))
-        if found or "Weights only load failed" in str(exc):
-            what = f" (it references {found})" if found else ""
-            raise UnsafeCheckpointError(
-                f"refusing to load {path.name}: it contains Python objects that could run code "
-                f"when unpickled{what}. Only plain weights are loaded from .ckpt files; use a "
-                ".safetensors version of this model instead."
-            ) from exc
-        raise CorruptCheckpointError(f"{path.name} is damaged or incomplete: {exc}") from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        return load_weights_only(path, allowed=stand_in)
+    except RefusedPickle as exc:
+        what = f" (it references {exc.found})" if exc.found else ""
+        raise UnsafeCheckpointError(
+            f"refusing to load {path.name}: it contains Python objects that could run code "
+            f"when unpickled{what}. Only plain weights are loaded from .ckpt files; use a "
+            ".safetensors version of this model instead."
+        ) from exc
+    except UnreadableTorchFile as exc:
         raise CorruptCheckpointError(
             f"{path.name} is damaged or incomplete (an interrupted download?): {exc}"
         ) from exc

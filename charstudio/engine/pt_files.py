@@ -28,6 +28,7 @@ import re
 import struct
 import unicodedata
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,41 @@ def blocked_global(message: str) -> str | None:
                 return f"{name}, i.e. os.{attr}"
             return name
     return None
+
+
+class RefusedPickle(Exception):
+    """torch's weights_only unpickler refused the file: loading it could run code.
+    ``found`` is the global it asked for, when torch's message names one."""
+
+    def __init__(self, message: str, found: str | None) -> None:
+        super().__init__(message)
+        self.found = found
+
+
+class UnreadableTorchFile(Exception):
+    """Not a readable PyTorch file: truncated, damaged or something else entirely."""
+
+
+def load_weights_only(source: Path | bytes, *, allowed: Sequence[Any] = ()) -> Any:
+    """``torch.load(weights_only=True)`` of a file or its bytes, on the CPU: the one safe
+    loader every reader of ``.pt``/``.ckpt``/``.bin`` files goes through. ``allowed`` are
+    extra (class, name) pairs for torch's safe globals. Raises :class:`RefusedPickle` or
+    :class:`UnreadableTorchFile`; callers word these for their kind of file."""
+    import pickle
+
+    import torch
+
+    target: Any = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(target, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = blocked_global(str(exc))
+        if found or "Weights only load failed" in str(exc):
+            raise RefusedPickle(str(exc), found) from exc
+        raise UnreadableTorchFile(str(exc)) from exc
+    except Exception as exc:  # garbage bytes fail in many ways (KeyError, IndexError…)
+        raise UnreadableTorchFile(f"{type(exc).__name__}: {exc}") from exc
 
 
 def misnamed_safetensors(path: Path, head: bytes, label: str | None = None) -> str | None:

@@ -168,12 +168,12 @@ def newest_state_step(folder: Path) -> int:
 
 def latest_state(folder: Path) -> dict[str, Any] | None:
     """The newest state file that loads (an unreadable one is skipped), or None."""
-    import torch
+    from charstudio.engine.pt_files import RefusedPickle, UnreadableTorchFile, load_weights_only
 
     for _step, path in _state_files(folder):
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # damaged by something outside our control: try the one before
+            return load_weights_only(path)
+        except (RefusedPickle, UnreadableTorchFile):  # damaged: try the one before
             continue
     return None
 

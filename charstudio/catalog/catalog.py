@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -15,6 +16,9 @@ from charstudio.catalog import decisions, queries
 from charstudio.catalog.database import connect, plain_errors, write_refusal
 from charstudio.catalog.queries import ImageFilter
 from charstudio.catalog.records import Decision, ImageRecord, utc_now
+from charstudio.catalog.sessions import new_session_id
+
+log = logging.getLogger(__name__)
 
 
 class Catalog:
@@ -30,10 +34,25 @@ class Catalog:
         self.conn: sqlite3.Connection = self.db.conn
         # One connection may be shared by a worker thread and the GUI thread: serialize use.
         self._lock = threading.RLock()
+        # This open catalog's own undo stack: another process on the same project (the app,
+        # a command) has its own, and neither's undo, redo or new action reaches the other's.
+        self.session = new_session_id()
+        self._decided = False
 
     def close(self) -> None:
         with self._lock:
+            if self._decided:
+                self._end_session()
             self.conn.close()
+
+    def _end_session(self) -> None:
+        """Leave this session's actions undoable by the next session. Best effort: a
+        catalog that another writer keeps locked still closes; its actions stay in the
+        history and become undoable elsewhere once this process has ended."""
+        try:
+            decisions.end_session(self.conn, self.session)
+        except sqlite3.Error as exc:
+            log.warning("%s: could not hand on the undo history: %s", self.path, exc)
 
     def __enter__(self) -> Catalog:
         return self
@@ -149,15 +168,30 @@ class Catalog:
     def decide(self, image_ids: Iterable[int], label: str, **fields: Any) -> int | None:
         """Apply flag/stars/color/reject_reason to images as one undoable action."""
         with self._lock, self._plain_errors():
-            return decisions.apply(self.conn, image_ids, label, **fields)
+            action_id = decisions.apply(self.conn, image_ids, label, self.session, **fields)
+            self._decided = self._decided or action_id is not None
+            return action_id
 
     def undo(self) -> list[int] | None:
-        with self._lock, self._plain_errors():
-            return decisions.undo(self.conn)
+        """Undo this session's newest action (then earlier sessions'); the images it
+        touched, or None when there is nothing to undo. See ``undo_step`` for what was kept."""
+        step = self.undo_step()
+        return step.image_ids if step else None
 
     def redo(self) -> list[int] | None:
+        step = self.redo_step()
+        return step.image_ids if step else None
+
+    def undo_step(self) -> decisions.Step | None:
+        """Undo, saying which images kept a newer decision that another session made."""
         with self._lock, self._plain_errors():
-            return decisions.redo(self.conn)
+            step = decisions.undo(self.conn, self.session)
+            self._decided = self._decided or step is not None
+            return step
+
+    def redo_step(self) -> decisions.Step | None:
+        with self._lock, self._plain_errors():
+            return decisions.redo(self.conn, self.session)
 
     def decision_history(self, image_id: int) -> list[dict[str, Any]]:
         with self._lock:

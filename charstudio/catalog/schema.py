@@ -185,6 +185,24 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE grid_cells ADD COLUMN error TEXT;
     """,
+    # 6: every decision action belongs to the undo stack of the session (one open catalog:
+    # the app, a command) that made it, so one process's undo, redo or new action never
+    # reaches into another's. NULL: a session that has ended (every action made before this
+    # version too); any session may undo those once its own are used up.
+    """
+    ALTER TABLE decision_actions ADD COLUMN session TEXT;
+    ALTER TABLE decision_actions ADD COLUMN undo_order INTEGER;  -- place in its redo stack
+    CREATE INDEX decision_actions_session ON decision_actions (session, undone, id);
+    """,
+    # 7: captions the artist edited (the caption editor, bulk find/replace, tags added or
+    # removed); an image without a row has the caption derived from its prompt.
+    """
+    CREATE TABLE captions (
+        image_id INTEGER PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
+        text TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

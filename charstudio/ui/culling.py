@@ -51,7 +51,7 @@ NAVIGATION_KEYS: list[tuple[str, str]] = [
     ("Ctrl + wheel", "Grid: thumbnail size"),
     ("S", "Grid: expand/collapse the focused image's stack of near-duplicates"),
     ("Ctrl+Shift+S", "Sort by similarity (look-alike) to the selected images"),
-    ("Ctrl+Z / Ctrl+Shift+Z", "Undo / redo any decision (unlimited, kept on disk)"),
+    ("Ctrl+Z / Ctrl+Shift+Z", "Undo / redo your decisions (unlimited, kept on disk)"),
     ("?", "This cheat sheet"),
 ]
 

@@ -11,24 +11,16 @@ through ``job_started`` / ``show_progress`` / ``job_finished``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QRegularExpression, Qt, QTimer, Signal
-from PySide6.QtGui import QImage, QRegularExpressionValidator
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QImage
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QCheckBox,
-    QFileDialog,
-    QFormLayout,
-    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QLayout,
-    QLineEdit,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSizePolicy,
@@ -40,38 +32,25 @@ from PySide6.QtWidgets import (
 )
 
 from charstudio.catalog import Project
-from charstudio.engine.samplers import SAMPLER_NAMES
 from charstudio.jobs import Progress
 from charstudio.presenters.progress_text import train_progress_text
 from charstudio.presenters.train import (
-    IMAGE_CHOICES,
     RESUMABLE,
     SETTING_KEY,
     RunRow,
     stored_state,
 )
 from charstudio.training.settings import (
-    CLIP_GRAD_MODES,
-    LATENT_SAMPLING_METHODS,
-    TrainSettingsError,
     TrainTISettings,
 )
-from charstudio.ui.dialog_folders import start_folder
 from charstudio.ui.loss_plot import LossPlot
+from charstudio.ui.train_form import TrainForm
 from charstudio.ui.widgets import (
-    AUTOMATIC,
     ERROR_STYLE,
     MUTED_STYLE,
-    ComboBox,
-    DoubleSpinBox,
-    PathCombo,
     Preview,
-    SizeSpinBox,
-    SpinBox,
-    browse_button,
     dock_panel_layout,
     error_label,
-    fill_schedule_choices,
     pil_to_qimage,
 )
 
@@ -84,39 +63,7 @@ CHECK_DELAY_MS = 250  # live checks read the catalog and image files: not on eve
 _SEED_PATTERN = r"-1|\d{1,19}"
 
 
-class _Rows(QGridLayout):
-    """Label | field rows, the dock's width split evenly: the labels wrap, so A1111's long
-    labels fit a narrow dock without squeezing the fields, and every group lines up."""
-
-    def __init__(self, parent: QWidget) -> None:
-        super().__init__(parent)
-        self.setColumnStretch(0, 1)
-        self.setColumnStretch(1, 1)
-        self._next = 0
-
-    def add(self, label: str, field: QWidget | QLayout) -> QLabel:
-        text = QLabel(label)
-        text.setWordWrap(True)
-        if isinstance(field, QWidget):
-            text.setBuddy(field)
-            text.setToolTip(field.toolTip())
-        self.addWidget(text, self._next, 0)
-        if isinstance(field, QLayout):
-            self.addLayout(field, self._next, 1)
-        else:
-            self.addWidget(field, self._next, 1)
-        self._next += 1
-        return text
-
-    def add_wide(self, item: QWidget | QLayout) -> None:
-        if isinstance(item, QLayout):
-            self.addLayout(item, self._next, 0, 1, 2)
-        else:
-            self.addWidget(item, self._next, 0, 1, 2)
-        self._next += 1
-
-
-class TrainPanel(QWidget):
+class TrainPanel(TrainForm, QWidget):
     """Train a textual-inversion embedding on the training set: settings, checks, progress."""
 
     trainRequested = Signal(object)  # params for a new "train-ti" job, checked
@@ -150,6 +97,7 @@ class TrainPanel(QWidget):
             self._build_runs_box(),
         ]
         self._actions = self._build_actions()
+        self.form = self._build_form()
         self.hint_label, self.scroll, self.splitter = dock_panel_layout(
             self,
             "Open or create a project to train an embedding.",
@@ -162,231 +110,6 @@ class TrainPanel(QWidget):
         self.set_project(None)
 
     # -- building ----------------------------------------------------------------------------
-
-    def _build_source_box(self) -> QGroupBox:
-        self.model_combo = PathCombo(None, "Checkpoint file or folder")
-        self.remembered_model: str | None = None  # the project's saved choice, if any
-        self.model_combo.setToolTip("The model to train on; A1111 trains on base SD 1.5")
-        self.model_browse = browse_button(
-            self, self.model_combo, "Checkpoint", "Checkpoints (*.safetensors *.ckpt)"
-        )
-        self.images_combo = ComboBox()
-        for label, value in IMAGE_CHOICES:
-            self.images_combo.addItem(label, value)
-        self.images_combo.setToolTip(
-            "Training set: the picks made into a training set (Use Picks as Training Set)"
-        )
-        self.images_label = QLabel()
-        self.images_label.setWordWrap(True)
-        self.images_label.setTextFormat(Qt.TextFormat.PlainText)
-
-        box = QGroupBox("Model and images")
-        form = QFormLayout(box)
-        row = QHBoxLayout()
-        row.addWidget(self.model_combo, 1)
-        row.addWidget(self.model_browse)
-        form.addRow("Checkpoint", row)
-        form.addRow("Images", self.images_combo)
-        form.addRow(self.images_label)
-        return box
-
-    def _build_embedding_box(self) -> QGroupBox:
-        self.name_edit = QLineEdit()
-        self.name_edit.setToolTip(
-            "The embedding's file name and the word typed in prompts; a made-up word such as "
-            "fr3nchl4dy (empty: the project's token)"
-        )
-        self.init_text_edit = QLineEdit()
-        self.init_text_edit.setToolTip(
-            "Initialization text: the embedding starts as these words' vectors (e.g. woman)"
-        )
-        self.vectors_spin = SpinBox()
-        self.vectors_spin.setRange(1, 75)
-        self.vectors_spin.setToolTip("Number of vectors per token (2 in the tutorial)")
-        self.learning_rate_edit = QLineEdit()
-        self.learning_rate_edit.setToolTip(
-            "A fixed rate (0.002) or an A1111 schedule: 0.005:100, 1e-3:1000, 1e-5 "
-            "(0.005 up to step 100, then 0.001 up to 1000, then 1e-5)"
-        )
-        self.batch_size_spin = SpinBox()
-        self.batch_size_spin.setRange(0, 64)
-        self.batch_size_spin.setSpecialValueText("Auto")
-        self.batch_size_spin.setToolTip(
-            "Images per batch. Auto: the number of images, at most 8. "
-            "Batch size × gradient accumulation should equal the number of images."
-        )
-        self.accumulation_spin = SpinBox()
-        self.accumulation_spin.setRange(1, 64)
-        self.accumulation_spin.setToolTip(
-            "Gradient accumulation steps: batches per step (4 × 2 or 2 × 4 when memory is short)"
-        )
-        self.max_steps_spin = SpinBox()
-        self.max_steps_spin.setRange(1, 1_000_000)
-        self.save_every_spin = SpinBox()
-        self.save_every_spin.setRange(0, 100_000)
-        self.save_every_spin.setToolTip(
-            "Save a copy of embedding to the run folder every N steps, 0 to disable (the last "
-            "step is always saved)"
-        )
-        self.preview_every_spin = SpinBox()
-        self.preview_every_spin.setRange(0, 100_000)
-        self.preview_every_spin.setToolTip(
-            "Save an image to the run folder every N steps, 0 to disable"
-        )
-        self.template_edit = QPlainTextEdit()
-        self.template_edit.setTabChangesFocus(True)
-        self.template_edit.setPlaceholderText("a closeup photo of [name], neutral gray background")
-        self.template_edit.setToolTip(
-            "Prompt template: one prompt per line, a random line per image; [name] is the "
-            "embedding, [filewords] the image's caption (its .txt file or its prompt)"
-        )
-        self.template_edit.setFixedHeight(self.template_edit.fontMetrics().lineSpacing() * 3 + 12)
-        self.template_button = QPushButton("Load template file…")
-        self.template_button.setToolTip(
-            "Read a template file, e.g. from A1111's textual_inversion_templates"
-        )
-        self.width_spin = SizeSpinBox()
-        self.height_spin = SizeSpinBox()
-        self.latent_sampling_combo = ComboBox()
-        self.latent_sampling_combo.addItems(LATENT_SAMPLING_METHODS)
-        self.latent_sampling_combo.setToolTip(
-            "once: each image is encoded once; deterministic: the VAE's mean; random: a new "
-            "sample every step"
-        )
-
-        box = QGroupBox("Train an embedding")
-        rows = _Rows(box)
-        rows.add("Embedding name", self.name_edit)
-        rows.add("Initialization text", self.init_text_edit)
-        rows.add("Number of vectors per token", self.vectors_spin)
-        rows.add("Embedding learning rate", self.learning_rate_edit)
-        rows.add("Batch size", self.batch_size_spin)
-        rows.add("Gradient accumulation steps", self.accumulation_spin)
-        rows.add("Max steps", self.max_steps_spin)
-        rows.add("Save a copy of embedding every N steps", self.save_every_spin)
-        rows.add("Save an image every N steps", self.preview_every_spin)
-        header = QHBoxLayout()
-        header.addWidget(QLabel("Prompt template"))
-        header.addStretch(1)
-        header.addWidget(self.template_button)
-        rows.add_wide(header)
-        rows.add_wide(self.template_edit)
-        size = QHBoxLayout()
-        size.addWidget(self.width_spin, 1)
-        size.addWidget(QLabel("×"))
-        size.addWidget(self.height_spin, 1)
-        rows.add("Width × height", size)
-        rows.add("Latent sampling method", self.latent_sampling_combo)
-        self.template_button.clicked.connect(self._pick_template_file)
-        return box
-
-    def _build_advanced(self) -> QWidget:
-        self.advanced_button = QToolButton()
-        self.advanced_button.setText("Advanced")
-        self.advanced_button.setCheckable(True)
-        self.advanced_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.advanced_button.setArrowType(Qt.ArrowType.RightArrow)
-        self.advanced_button.setAutoRaise(True)
-
-        self.vae_combo = PathCombo(AUTOMATIC, "VAE file")
-        self.vae_combo.setMinimumContentsLength(6)  # fit the narrow field column
-        self.vae_browse = browse_button(
-            self, self.vae_combo, "VAE", "VAE (*.safetensors *.ckpt *.pt)"
-        )
-        self.seed_edit = self._seed_edit("Seed of the run's noise and data order; -1: random")
-        self.shuffle_tags_check = QCheckBox("Shuffle tags by ',' when creating prompts")
-        self.tag_dropout_spin = DoubleSpinBox()
-        self.tag_dropout_spin.setRange(0.0, 1.0)
-        self.tag_dropout_spin.setSingleStep(0.05)
-        self.tag_dropout_spin.setDecimals(2)
-        self.tag_dropout_spin.setToolTip("Drop out tags when creating prompts: the chance per tag")
-        self.clip_grad_mode_combo = ComboBox()
-        self.clip_grad_mode_combo.addItems(CLIP_GRAD_MODES)
-        self.clip_grad_value_edit = QLineEdit()
-        self.clip_grad_value_edit.setToolTip(
-            "Gradient clipping value, or a schedule like the learning rate"
-        )
-        self.alpha_weight_check = QCheckBox("Use PNG alpha channel as loss weight")
-        self.clip_skip_spin = SpinBox()
-        self.clip_skip_spin.setRange(1, 12)
-        self.clip_skip_spin.setToolTip("Clip skip (1 = use the last CLIP layer)")
-        self.precision_combo = ComboBox()
-        for label, value in PRECISION_CHOICES:
-            self.precision_combo.addItem(label, value)
-        self.precision_combo.setToolTip(
-            "Automatic: fp16 weights with autocast on an NVIDIA GPU (as A1111), fp32 on the CPU"
-        )
-        self.gradient_checkpointing_check = QCheckBox("Gradient checkpointing")
-        self.gradient_checkpointing_check.setToolTip("Uses less GPU memory, trains slower")
-
-        self.preview_prompt_edit = QLineEdit()
-        self.preview_prompt_edit.setPlaceholderText("empty: the template's first line")
-        self.preview_negative_edit = QLineEdit()
-        self.preview_seed_edit = self._seed_edit(
-            "Preview seed; -1: random, drawn when the run starts"
-        )
-        self.preview_sampler_combo = ComboBox()
-        self.preview_sampler_combo.addItems(SAMPLER_NAMES)
-        self.preview_schedule_combo = ComboBox()
-        self.preview_schedule_combo.setToolTip("Schedule type (Automatic: the sampler's default)")
-        self.preview_steps_spin = SpinBox()
-        self.preview_steps_spin.setRange(1, 150)
-        self.preview_cfg_spin = DoubleSpinBox()
-        self.preview_cfg_spin.setRange(1.0, 30.0)
-        self.preview_cfg_spin.setSingleStep(0.5)
-        self.preview_cfg_spin.setDecimals(1)
-
-        self.advanced_box = QWidget()
-        layout = QVBoxLayout(self.advanced_box)
-        layout.setContentsMargins(0, 0, 0, 0)
-        training = QGroupBox("Training")
-        rows = _Rows(training)
-        vae = QHBoxLayout()
-        vae.addWidget(self.vae_combo, 1)
-        vae.addWidget(self.vae_browse)
-        rows.add("VAE", vae)
-        rows.add("Seed", self.seed_edit)
-        rows.add_wide(self.shuffle_tags_check)
-        rows.add("Drop out tags when creating prompts", self.tag_dropout_spin)
-        rows.add("Gradient clipping", self.clip_grad_mode_combo)
-        rows.add("Gradient clipping value", self.clip_grad_value_edit)
-        rows.add_wide(self.alpha_weight_check)
-        rows.add("Clip skip", self.clip_skip_spin)
-        rows.add("Precision", self.precision_combo)
-        rows.add_wide(self.gradient_checkpointing_check)
-        layout.addWidget(training)
-
-        preview = QGroupBox("Preview images")
-        rows = _Rows(preview)
-        rows.add("Preview prompt", self.preview_prompt_edit)
-        rows.add("Negative prompt", self.preview_negative_edit)
-        rows.add("Sampling method", self.preview_sampler_combo)
-        rows.add("Schedule type", self.preview_schedule_combo)
-        rows.add("Sampling steps", self.preview_steps_spin)
-        rows.add("CFG scale", self.preview_cfg_spin)
-        rows.add("Seed", self.preview_seed_edit)
-        layout.addWidget(preview)
-        self.advanced_box.hide()
-
-        container = QWidget()
-        outer = QVBoxLayout(container)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.setSpacing(2)
-        outer.addWidget(self.advanced_button)
-        outer.addWidget(self.advanced_box)
-        self.advanced_button.toggled.connect(self.set_advanced_visible)
-        self.preview_sampler_combo.currentTextChanged.connect(self._update_schedule_choices)
-        self.clip_grad_mode_combo.currentTextChanged.connect(
-            lambda mode: self.clip_grad_value_edit.setEnabled(mode != "disabled")
-        )
-        return container
-
-    def _seed_edit(self, tooltip: str) -> QLineEdit:
-        edit = QLineEdit()
-        edit.setValidator(QRegularExpressionValidator(QRegularExpression(_SEED_PATTERN), edit))
-        edit.setPlaceholderText("-1")
-        edit.setToolTip(tooltip)
-        return edit
 
     def _build_runs_box(self) -> QGroupBox:
         self.runs_tree = QTreeWidget()
@@ -494,53 +217,10 @@ class TrainPanel(QWidget):
         return actions
 
     def _connect_changes(self) -> None:
-        for line in (
-            self.name_edit,
-            self.init_text_edit,
-            self.learning_rate_edit,
-            self.seed_edit,
-            self.clip_grad_value_edit,
-            self.preview_prompt_edit,
-            self.preview_negative_edit,
-            self.preview_seed_edit,
-        ):
-            line.textChanged.connect(self._changed)
-        self.template_edit.textChanged.connect(self._changed)
+        self.form.on_change(self._changed)
         self.model_combo.currentTextChanged.connect(self._changed)
         self.vae_combo.currentTextChanged.connect(self._changed)
-        for spin in self._spins():
-            spin.valueChanged.connect(self._changed)
-        for combo in (
-            self.latent_sampling_combo,
-            self.clip_grad_mode_combo,
-            self.precision_combo,
-            self.preview_sampler_combo,
-            self.preview_schedule_combo,
-        ):
-            combo.currentIndexChanged.connect(self._changed)
-        for check in (
-            self.shuffle_tags_check,
-            self.alpha_weight_check,
-            self.gradient_checkpointing_check,
-        ):
-            check.toggled.connect(self._changed)
         self.images_combo.currentIndexChanged.connect(self._images_changed)
-
-    def _spins(self) -> tuple[SpinBox | DoubleSpinBox, ...]:
-        return (
-            self.vectors_spin,
-            self.batch_size_spin,
-            self.accumulation_spin,
-            self.max_steps_spin,
-            self.save_every_spin,
-            self.preview_every_spin,
-            self.width_spin,
-            self.height_spin,
-            self.tag_dropout_spin,
-            self.clip_skip_spin,
-            self.preview_steps_spin,
-            self.preview_cfg_spin,
-        )
 
     # -- the project and its settings -----------------------------------------------------------
 
@@ -613,76 +293,17 @@ class TrainPanel(QWidget):
         """Fill the widgets from ``settings``."""
         self._loading = True
         try:
-            name = settings.name or (self._project.token if self._project is not None else "")
-            self.name_edit.setText(name)
-            self.init_text_edit.setText(settings.init_text)
-            self.vectors_spin.setValue(settings.vectors)
-            self.learning_rate_edit.setText(settings.learning_rate)
-            self.batch_size_spin.setValue(settings.batch_size or 0)
-            self.accumulation_spin.setValue(settings.gradient_accumulation)
-            self.max_steps_spin.setValue(settings.max_steps)
-            self.save_every_spin.setValue(settings.save_every)
-            self.preview_every_spin.setValue(settings.preview_every)
-            self.template_edit.setPlainText(settings.template)
-            self.width_spin.setValue(settings.width)
-            self.height_spin.setValue(settings.height)
-            self._set_combo_text(self.latent_sampling_combo, settings.latent_sampling)
-            self.seed_edit.setText(str(settings.seed))
-            self.shuffle_tags_check.setChecked(settings.shuffle_tags)
-            self.tag_dropout_spin.setValue(settings.tag_dropout)
-            self._set_combo_text(self.clip_grad_mode_combo, settings.clip_grad_mode)
-            self.clip_grad_value_edit.setText(settings.clip_grad_value)
+            if not settings.name and self._project is not None:
+                settings = settings.replace(name=self._project.token)
+            self.form.fill(settings)
             self.clip_grad_value_edit.setEnabled(settings.clip_grad_mode != "disabled")
-            self.alpha_weight_check.setChecked(settings.use_alpha_weight)
-            self.clip_skip_spin.setValue(settings.clip_skip)
-            index = self.precision_combo.findData(settings.precision)
-            self.precision_combo.setCurrentIndex(max(0, index))
-            self.gradient_checkpointing_check.setChecked(settings.gradient_checkpointing)
-            self.preview_prompt_edit.setText(settings.preview_prompt)
-            self.preview_negative_edit.setText(settings.preview_negative_prompt)
-            self.preview_seed_edit.setText(str(settings.preview_seed))
-            self._set_preview_sampler(settings.preview_sampler, settings.preview_schedule_type)
-            self.preview_steps_spin.setValue(settings.preview_steps)
-            self.preview_cfg_spin.setValue(settings.preview_cfg_scale)
         finally:
             self._loading = False
         self._changed()
 
     def settings(self) -> TrainTISettings:
         """The settings the widgets show (checked by the core, not here)."""
-        for spin in self._spins():
-            spin.interpretText()  # a value still being typed counts
-        return TrainTISettings(
-            name=self.name_edit.text().strip(),
-            init_text=self.init_text_edit.text(),
-            vectors=self.vectors_spin.value(),
-            learning_rate=self.learning_rate_edit.text().strip(),
-            batch_size=self.batch_size_spin.value() or None,
-            gradient_accumulation=self.accumulation_spin.value(),
-            max_steps=self.max_steps_spin.value(),
-            save_every=self.save_every_spin.value(),
-            preview_every=self.preview_every_spin.value(),
-            template=self.template_edit.toPlainText(),
-            width=self.width_spin.value(),
-            height=self.height_spin.value(),
-            latent_sampling=self.latent_sampling_combo.currentText(),
-            seed=self._seed(self.seed_edit),
-            shuffle_tags=self.shuffle_tags_check.isChecked(),
-            tag_dropout=round(self.tag_dropout_spin.value(), 2),
-            clip_grad_mode=self.clip_grad_mode_combo.currentText(),
-            clip_grad_value=self.clip_grad_value_edit.text().strip(),
-            use_alpha_weight=self.alpha_weight_check.isChecked(),
-            clip_skip=self.clip_skip_spin.value(),
-            precision=str(self.precision_combo.currentData()),
-            gradient_checkpointing=self.gradient_checkpointing_check.isChecked(),
-            preview_prompt=self.preview_prompt_edit.text(),
-            preview_negative_prompt=self.preview_negative_edit.text(),
-            preview_seed=self._seed(self.preview_seed_edit),
-            preview_sampler=self.preview_sampler_combo.currentText(),
-            preview_schedule_type=self._schedule_type(),
-            preview_steps=self.preview_steps_spin.value(),
-            preview_cfg_scale=round(self.preview_cfg_spin.value(), 1),
-        )
+        return TrainTISettings(**self.form.values())
 
     def images_choice(self) -> str:
         return str(self.images_combo.currentData())
@@ -699,24 +320,6 @@ class TrainPanel(QWidget):
     def set_model_choices(self, paths: Sequence[str]) -> None:
         self.model_combo.set_choices(paths)
         self.model_combo.lineEdit().setCursorPosition(0)  # the start of a long file name
-
-    def load_template_file(self, path: str | Path) -> None:
-        from charstudio.training.templates import read_template_file
-
-        try:
-            text = read_template_file(path)
-        except (OSError, UnicodeDecodeError) as error:
-            self._show_checks([f"Cannot read the template file {path}: {error}"], self._warnings)
-            return
-        self.template_edit.setPlainText(text.strip("\n"))
-
-    def set_advanced_visible(self, visible: bool) -> None:
-        self.advanced_box.setVisible(visible)
-        self.advanced_button.setArrowType(
-            Qt.ArrowType.DownArrow if visible else Qt.ArrowType.RightArrow
-        )
-        if self.advanced_button.isChecked() != visible:
-            self.advanced_button.setChecked(visible)
 
     # -- images and checks ------------------------------------------------------------------
 
@@ -1057,49 +660,6 @@ class TrainPanel(QWidget):
         return self.status_label.text()
 
     # -- small internals ----------------------------------------------------------------------
-
-    def _pick_template_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self,
-            "Load template file",
-            start_folder(self._project.root if self._project else None),
-            "Templates (*.txt);;All files (*)",
-        )
-        if path:
-            self.load_template_file(path)
-
-    @staticmethod
-    def _seed(edit: QLineEdit) -> int:
-        text = edit.text().strip()
-        if text in ("", "-"):
-            return -1
-        try:
-            return int(text)
-        except ValueError:
-            raise TrainSettingsError(
-                [f"seed must be -1 (random) or a whole number, not {text!r}"]
-            ) from None
-
-    @staticmethod
-    def _set_combo_text(combo: ComboBox, text: str) -> None:
-        index = combo.findText(text)
-        combo.setCurrentIndex(max(0, index))
-
-    def _schedule_type(self) -> str | None:
-        text = self.preview_schedule_combo.currentText()
-        return None if text in ("", AUTOMATIC) else text
-
-    def _set_preview_sampler(self, sampler: str, schedule_type: str | None) -> None:
-        index = self.preview_sampler_combo.findText(sampler, Qt.MatchFlag.MatchFixedString)
-        self.preview_sampler_combo.setCurrentIndex(max(0, index))
-        self._update_schedule_choices()
-        index = self.preview_schedule_combo.findText(
-            schedule_type or AUTOMATIC, Qt.MatchFlag.MatchFixedString
-        )
-        self.preview_schedule_combo.setCurrentIndex(max(0, index))
-
-    def _update_schedule_choices(self) -> None:
-        fill_schedule_choices(self.preview_sampler_combo, self.preview_schedule_combo)
 
     def preview_image(self) -> QImage | None:
         return self.preview.image()

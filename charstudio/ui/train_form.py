@@ -41,6 +41,7 @@ from charstudio.ui.dialog_folders import start_folder
 from charstudio.ui.form_binding import Form
 from charstudio.ui.widgets import (
     AUTOMATIC,
+    PRECISION_CHOICES,
     ComboBox,
     DoubleSpinBox,
     PathCombo,
@@ -50,7 +51,6 @@ from charstudio.ui.widgets import (
     fill_schedule_choices,
 )
 
-PRECISION_CHOICES = (("Automatic", "auto"), ("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32"))
 _SEED_PATTERN = r"-1|\d{1,19}"
 
 

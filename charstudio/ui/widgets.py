@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 from charstudio.ui.dialog_folders import start_folder
 
 AUTOMATIC = "Automatic"  # schedule type shown for None (the sampler's own default)
+PRECISION_CHOICES = (("Automatic", "auto"), ("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32"))
 ERROR_STYLE = "color: #d9534f;"
 MUTED_STYLE = "color: #888;"
 PREVIEW_SIZE = 256  # preferred size of the live preview; it shrinks with the dock

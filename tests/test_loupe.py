@@ -14,7 +14,8 @@ from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QImage, QKeyEvent, QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication, QWidget
 
-from charstudio.ui.image_canvas import ImageCanvas, Overlay, ViewState, parameter_lines
+from charstudio.ui.canvas_overlays import parameter_lines
+from charstudio.ui.image_canvas import ImageCanvas, Overlay, ViewState
 from charstudio.ui.loupe import LoupeItem, LoupeView
 from charstudio.ui.survey import SurveyView, grid_shape
 

@@ -539,6 +539,12 @@ def _decode_utf16(body: bytes) -> str:
     # zero byte comes first in big-endian. Ties go to big-endian, what piexif and A1111 write.
     big = body.decode("utf-16-be", errors="replace")
     little = body.decode("utf-16-le", errors="replace")
+    # ASCII read in the wrong byte order turns into U+2000..U+7E00 (its zero byte on the wrong
+    # side): a reading made mostly of those is wrong, even when the other one holds a broken
+    # character (one stray surrogate must not garble a whole infotext).
+    big_swapped, little_swapped = _mostly_swapped_ascii(big), _mostly_swapped_ascii(little)
+    if big_swapped != little_swapped:
+        return little if big_swapped else big
     big_bad, little_bad = _implausible_chars(big), _implausible_chars(little)
     if big_bad != little_bad:
         return big if big_bad < little_bad else little
@@ -547,6 +553,11 @@ def _decode_utf16(body: bytes) -> str:
 
 def _implausible_chars(text: str) -> int:
     return sum(1 for c in text if c in _IMPLAUSIBLE)
+
+
+def _mostly_swapped_ascii(text: str) -> bool:
+    swapped = sum(1 for c in text if ord(c) & 0xFF == 0 and 0x20 <= ord(c) >> 8 <= 0x7E)
+    return swapped * 2 > len(text)
 
 
 def make_exif_bytes(infotext: str) -> bytes:

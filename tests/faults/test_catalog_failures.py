@@ -127,3 +127,44 @@ def test_an_empty_catalog_is_refused_as_damaged(
     assert main(["new", str(root), "--name", "Anna"]) == 0
     with Project.open(root) as project:
         assert project.name == "Anna"
+
+
+def _newer(path: Path) -> None:
+    from charstudio.catalog.schema import SCHEMA_VERSION
+
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+
+
+def _zero_every_page_but_the_first(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    for offset in range(page, len(data), page):
+        data[offset : offset + 64] = b"\xff" * 64  # page headers and cell pointers garbled
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (_newer, "Update charstudio"),
+        (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 3]), "damaged"),
+        (_zero_every_page_but_the_first, "damaged"),
+        (lambda p: p.write_bytes(b"not a database " * 400), "charstudio.sqlite"),
+    ],
+    ids=["newer", "truncated", "garbled pages", "not sqlite"],
+)
+def test_a_damaged_catalog_is_a_plain_error_and_is_left_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage, says: str
+) -> None:
+    root = _project_with_one_image(tmp_path / "p")
+    damage(root / CATALOG_NAME)
+    before = (root / CATALOG_NAME).read_bytes()
+    for command in (["stats", str(root)], ["decide", str(root), "1", "--flag", "pick"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("charstudio: error:") and says in err, err
+        assert "Traceback" not in err
+    assert (root / CATALOG_NAME).read_bytes() == before

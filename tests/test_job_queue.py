@@ -132,6 +132,23 @@ def test_queued_and_interrupted_jobs_survive_a_restart(project: Project, tmp_pat
         assert run_job(queue.run_next()).status == "done"
 
 
+def test_held_jobs_are_not_picked_by_the_worker_until_resumed(project: Project) -> None:
+    queue = JobQueue(project, KINDS)
+    held = queue.submit("count", {"n": 1})
+    other = queue.submit("count", {"n": 1})
+    assert queue.hold([held]) == [held]
+    assert run_job(queue.run_next()).id == other
+    assert next(queue.run_next(), None) is None
+    assert next(queue.run_next(job_id=held), None) is None  # not even when named
+    assert project.catalog.job(held)["status"] == "paused"
+    assert [j.id for j in queue.held()] == [held]
+    assert queue.resume([held]) == [held] and [j.id for j in queue.pending()] == [held]
+    assert queue.discard([other]) == []  # a finished job stays as it ended
+    # ``charstudio jobs --run`` is explicit: it runs held and interrupted jobs alike.
+    queue.hold([held])
+    assert queue.recover() == [held] and [j.id for j in queue.pending()] == [held]
+
+
 def test_unknown_kinds_and_unstorable_params_are_refused(project: Project) -> None:
     queue = JobQueue(project, KINDS)
     with pytest.raises(ValueError, match="unknown job kind"):

@@ -101,9 +101,14 @@ def test_new_project_dialog_creates_the_folder_from_the_name(
 
 
 def test_an_import_interrupted_by_closing_resumes_on_reopening(
-    qtbot, tmp_path: Path, make_png
+    qtbot, tmp_path: Path, make_png, monkeypatch
 ) -> None:
     from charstudio.jobs.queue import JobQueue
+    from charstudio.presenters.job_recovery import RecoveryChoice
+    from charstudio.ui import job_recovery_dialog
+
+    # The artist is asked first (tests/test_job_recovery.py) and answers "Resume Now".
+    monkeypatch.setattr(job_recovery_dialog, "ask_recovery", lambda *_: RecoveryChoice.RESUME)
 
     Project.create(tmp_path / "proj", "Anna").close()
     for n in range(3):

@@ -2,9 +2,11 @@
 
 Jobs are rows of the catalog's ``jobs`` table, so queued work survives a restart. One
 worker serves the queue (the GPU is one resource): ``run_next`` claims the oldest queued
-job, runs it and records how it ended. A job left ``running`` by a crash is put back in the
-queue when the project is opened again; jobs are written to be re-run safely (an import
-skips what it already added, training resumes from its last checkpoint).
+job, runs it and records how it ended. Jobs are written to be re-run safely (an import skips
+what it already added, training resumes from its last checkpoint): ``recover`` puts jobs a
+crash left ``running`` back in the queue (``charstudio jobs --run``); the GUI asks the artist
+first, and may ``hold`` them (the schema's ``paused`` status: queued work the worker never
+picks), ``resume`` them or ``discard`` them (canceled; what they made stays).
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ CANCEL_GRACE_S = 10.0
 # kind → function(project, params, cancel, job_id) returning the job generator; the job id
 # lets a job tag what it creates (generated images) and find it again when it is re-run.
 JobFactory = Callable[[Project, dict[str, Any], CancelToken, int], Job[Any]]
+
+# A held job waits for the artist: it is never claimed until ``resume`` puts it back in the
+# queue. The catalog's ``paused`` status (a CHECK constraint lists the statuses) stores it.
+HELD = "paused"
+# Jobs that have not ended: waiting, held, or left running by a crash.
+UNFINISHED = ("queued", "running", HELD)
 
 
 def _import_factory(
@@ -81,6 +89,15 @@ def _train_ti_factory(
     return result.to_json()
 
 
+def _train_lora_factory(
+    project: Project, params: dict[str, Any], cancel: CancelToken, job_id: int
+) -> Job[Any]:
+    from charstudio.training.lora import train_lora_job
+
+    result = yield from train_lora_job(project, params, cancel, job_id)
+    return result.to_json()
+
+
 def _grid_factory(
     project: Project, params: dict[str, Any], cancel: CancelToken, job_id: int
 ) -> Job[Any]:
@@ -93,6 +110,7 @@ def _grid_factory(
 BUILTIN_KINDS: dict[str, JobFactory] = {
     "grid": _grid_factory,
     "train-ti": _train_ti_factory,
+    "train-lora": _train_lora_factory,
     "import": _import_factory,
     "export": _export_factory,
     "generate": _generate_factory,
@@ -108,6 +126,8 @@ class QueuedJob:
     status: str
     created_at: str
     error: str | None = None
+    progress: float | None = None  # 0..1, as far as it got
+    started_at: str | None = None
 
 
 class JobQueue:
@@ -126,20 +146,59 @@ class JobQueue:
         return self._catalog.create_job(kind, params, status="queued")
 
     def jobs(self, statuses: tuple[str, ...] | None = None) -> list[QueuedJob]:
-        query = "SELECT id, kind, params, status, created_at, error FROM jobs"
+        query = "SELECT id, kind, params, status, created_at, error, progress, started_at FROM jobs"
         args: list[Any] = []
         if statuses:
             query += f" WHERE status IN ({','.join('?' * len(statuses))})"
             args = list(statuses)
         with self._catalog.transaction() as conn:
             rows = conn.execute(query + " ORDER BY id", args).fetchall()
-        return [QueuedJob(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5]) for r in rows]
+        return [QueuedJob(r[0], r[1], json.loads(r[2]), *r[3:]) for r in rows]
 
     def pending(self) -> list[QueuedJob]:
         return self.jobs(("queued",))
 
+    def held(self) -> list[QueuedJob]:
+        return self.jobs((HELD,))
+
+    def _set_unfinished(
+        self, job_ids: list[int], sets: str, args: tuple[Any, ...] = ()
+    ) -> list[int]:
+        """Apply ``sets`` to those of ``job_ids`` that have not ended; returns their ids. For
+        jobs no worker serves now (the one it runs is stopped through its cancel token)."""
+        if not job_ids:
+            return []
+        marks = ",".join("?" * len(job_ids))
+        where = f"id IN ({marks}) AND status IN ({','.join('?' * len(UNFINISHED))})"
+        with self._catalog.transaction() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT id FROM jobs WHERE {where} ORDER BY id", (*job_ids, *UNFINISHED)
+                )
+            ]
+            conn.execute(f"UPDATE jobs SET {sets} WHERE {where}", (*args, *job_ids, *UNFINISHED))
+        return ids
+
+    def hold(self, job_ids: list[int]) -> list[int]:
+        """Keep unfinished jobs from starting until ``resume``; returns the ids held."""
+        return self._set_unfinished(job_ids, f"status = '{HELD}', started_at = NULL")
+
+    def resume(self, job_ids: list[int]) -> list[int]:
+        """Put held (or interrupted) jobs back in the queue; returns their ids."""
+        return self._set_unfinished(
+            job_ids, "status = 'queued', started_at = NULL, finished_at = NULL"
+        )
+
+    def discard(self, job_ids: list[int]) -> list[int]:
+        """Mark unfinished jobs canceled. Nothing they made is deleted: saved checkpoints,
+        generated images and imported files stay where they are."""
+        from charstudio.catalog.records import utc_now
+
+        return self._set_unfinished(job_ids, "status = 'canceled', finished_at = ?", (utc_now(),))
+
     def recover(self) -> list[int]:
-        """Put jobs a crash left ``running`` (or ``paused``) back in the queue."""
+        """Put jobs a crash left ``running``, and held (``paused``) ones, back in the queue."""
         with self._catalog.transaction() as conn:
             ids = [
                 r[0]

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QItemSelectionModel, QObject, QPoint, QSettings, Qt
+from PySide6.QtCore import QEvent, QItemSelectionModel, QObject, QPoint, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -32,9 +32,12 @@ from charstudio.analysis.view import AnalysisIndex
 from charstudio.catalog import CatalogError, ImageRecord, Project
 from charstudio.catalog.queries import LOOKALIKE_SORT, ImageFilter
 from charstudio.jobs import Progress
-from charstudio.jobs.queue import QueuedJob
+from charstudio.jobs.queue import JobQueue, QueuedJob
+from charstudio.presenters import job_recovery
+from charstudio.presenters.job_recovery import QuitChoice, RecoveryChoice
 from charstudio.presenters.progress_text import job_dialog_text
 from charstudio.presenters.send_to_generate import request_from_image
+from charstudio.ui import job_recovery_dialog
 from charstudio.ui.analysis_controller import AnalysisController
 from charstudio.ui.compare_controller import CompareController
 from charstudio.ui.compare_panel import ComparePanel
@@ -260,6 +263,11 @@ class MainWindow(QMainWindow):
         self.collapse_action.setChecked(True)
         self.collapse_action.toggled.connect(self.set_collapse_stacks)
         self.weights_action = self._action("Face Recognition Weights…", self.show_face_weights)
+        self.resume_held_action = self._action("Resume Interrupted Jobs…", self.resume_held_jobs)
+        self.resume_held_action.setToolTip(
+            "Resume, keep waiting or discard the jobs held when the project opened"
+        )
+        self.resume_held_action.setEnabled(False)
 
     def _build_toolbar(self) -> None:
         bar = self.addToolBar("Culling")
@@ -354,6 +362,8 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.generate_action)
         view_menu.addAction(self.train_action)
         view_menu.addAction(self.compare_checkpoints_action)
+        jobs_menu = self.menuBar().addMenu("&Jobs")
+        jobs_menu.addAction(self.resume_held_action)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(self.help_action)
         help_menu.addAction(self.weights_action)
@@ -419,6 +429,13 @@ class MainWindow(QMainWindow):
             self.project.close()
         self.project = project
         self._connect_queue(project.root)
+        # Unfinished jobs wait for the artist's answer, asked once the window shows.
+        interrupted = [job.id for job in JobQueue(project).jobs(job_recovery.INTERRUPTED)]
+        assert self.queue_worker is not None
+        if interrupted:
+            self.queue_worker.keep_out(set(interrupted))
+            QTimer.singleShot(0, self, lambda: self._ask_about_interrupted(project, interrupted))
+        self._update_held_jobs()
         self.generation.set_project(project, self.queue_worker)
         self.training.set_project(project, self.queue_worker)
         self.comparing.set_project(project, self.queue_worker)
@@ -957,7 +974,54 @@ class MainWindow(QMainWindow):
         worker.jobProgress.connect(self._queue_job_progress)
         worker.jobFinished.connect(self._queue_job_finished)
         self.queue_worker = worker
-        worker.wake()  # jobs left queued or interrupted last time go on now
+
+    def _ask_about_interrupted(self, project: Project, job_ids: list[int]) -> None:
+        """Resume now, later (held) or discard the jobs the last session left unfinished."""
+        if self.project is not project or self.queue_worker is None:
+            return  # another project was opened meanwhile
+        facts = [f for f in job_recovery.interrupted_jobs(project) if f.job_id in job_ids]
+        question = job_recovery.interrupted_question(facts)
+        if question is not None:
+            choice = job_recovery_dialog.ask_recovery(self, question)
+            _, message = job_recovery.apply_recovery_choice(project, facts, choice)
+            self.statusBar().showMessage(message, 15000)
+        self.queue_worker.keep_out(set())
+        self.queue_worker.wake()
+        self._update_held_jobs()
+
+    def resume_held_jobs(self) -> None:
+        """Jobs ▸ Resume Interrupted Jobs: the same choices for the held jobs."""
+        if self.project is None or self.queue_worker is None:
+            return
+        facts = job_recovery.held_jobs(self.project)
+        question = job_recovery.held_question(facts)
+        if question is not None:
+            choice = job_recovery_dialog.ask_recovery(self, question)
+            if choice is not RecoveryChoice.LATER:
+                _, message = job_recovery.apply_recovery_choice(self.project, facts, choice)
+                self.statusBar().showMessage(message, 15000)
+                self.queue_worker.wake()
+        self._update_held_jobs()
+
+    def _update_held_jobs(self) -> None:
+        held = JobQueue(self.project).held() if self.project is not None else []
+        self.resume_held_action.setEnabled(bool(held))
+        if held and not self.statusBar().currentMessage():
+            self.statusBar().showMessage(job_recovery.held_message(len(held)), 15000)
+
+    def _ask_before_quitting(self) -> QuitChoice:
+        """Quit with a job running: say what happens to it and ask. A window the artist does
+        not see (closed by the program) is not asked: the job resumes next time."""
+        worker, project = self.queue_worker, self.project
+        if worker is None or project is None or not worker.busy() or not self.isVisible():
+            return QuitChoice.QUIT
+        queue = JobQueue(project)
+        running = queue.jobs(("running",))
+        if not running:
+            return QuitChoice.QUIT  # between two jobs
+        facts = job_recovery.job_facts(project, running[-1])
+        question = job_recovery.quit_question(facts, waiting=len(queue.pending()))
+        return job_recovery_dialog.ask_quit(self, question)
 
     def _queue_job_started(self, job: QueuedJob) -> None:
         controllers = (self.generation, self.analysis, self.training, self.comparing)
@@ -1214,11 +1278,16 @@ class MainWindow(QMainWindow):
         return False
 
     def closeEvent(self, event: Any) -> None:
+        choice = self._ask_before_quitting()
+        if choice is QuitChoice.KEEP:
+            event.ignore()
+            return
         app = QApplication.instance()
         if app is not None:
             app.removeEventFilter(self)
         if self.queue_worker is not None:
-            self.queue_worker.shutdown()  # a running job goes back in the queue for next time
+            # A stopped job goes back in the queue (asked about next time) unless canceled.
+            self.queue_worker.shutdown(requeue=choice is QuitChoice.QUIT)
         self.generation.set_project(None, None)  # saves the Generate panel's settings
         self.training.set_project(None, None)  # and the Train panel's
         self.comparing.set_project(None, None)

@@ -1,7 +1,9 @@
 """Serves the project's persistent job queue on one worker thread.
 
 The worker opens its own catalog connection, claims queued jobs one after another and
-reports their progress as signals; the GUI only submits jobs and listens.
+reports their progress as signals; the GUI only submits jobs and listens. Jobs a crash or a
+quit left unfinished start only once the artist has answered for them: the window keeps them
+out (``keep_out``) until then (see :mod:`charstudio.presenters.job_recovery`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class _QueueThread(QThread):
         self.root = root
         self.token = CancelToken()
         self._stop = False
+        self.requeue = True  # a job stopped by ``stop`` goes back in the queue
+        self.kept_out: frozenset[int] = frozenset()  # queued jobs not to start yet
 
     def reset(self) -> None:
         self._stop = False
@@ -39,19 +43,21 @@ class _QueueThread(QThread):
     def cancel_current(self) -> None:
         self.token.cancel()
 
-    def stop(self) -> None:
+    def stop(self, requeue: bool = True) -> None:
+        self.requeue = requeue
         self._stop = True
         self.token.cancel()
+
+    def next_job(self, queue: JobQueue) -> QueuedJob | None:
+        return next((j for j in queue.pending() if j.id not in self.kept_out), None)
 
     def run(self) -> None:
         with Project.open(self.root) as project:
             queue = JobQueue(project)
-            queue.recover()
-            while not self._stop and queue.pending():
+            while not self._stop and (current := self.next_job(queue)) is not None:
                 self.token = CancelToken()
-                current = queue.pending()[0]
                 self.started_job.emit(current)
-                job = queue.run_next(self.token)
+                job = queue.run_next(self.token, job_id=current.id)
                 last = 0.0
                 while True:
                     try:
@@ -59,7 +65,8 @@ class _QueueThread(QThread):
                     except StopIteration as stop:
                         ended: QueuedJob | None = stop.value
                         if ended is not None and self._stop and ended.status == "canceled":
-                            queue.requeue(ended.id)  # the app is closing: resume next time
+                            if self.requeue:  # the app is closing: asked about next time
+                                queue.requeue(ended.id)
                         elif ended is not None:
                             self.finished_job.emit(ended)
                         break
@@ -109,11 +116,15 @@ class QueueWorker(QObject):
             return
         # A job submitted just as the thread was leaving is picked up by starting again.
         with Project.open(self.root) as project:
-            more = bool(JobQueue(project).pending())
+            more = self._thread.next_job(JobQueue(project)) is not None
         if more:
             self.wake()
         else:
             self.idle.emit()
+
+    def keep_out(self, job_ids: set[int] | frozenset[int]) -> None:
+        """Do not start these queued jobs (waiting for the artist's answer) until released."""
+        self._thread.kept_out = frozenset(job_ids)
 
     def busy(self) -> bool:
         return self._thread.isRunning()
@@ -121,7 +132,9 @@ class QueueWorker(QObject):
     def cancel_current(self) -> None:
         self._thread.cancel_current()
 
-    def shutdown(self) -> None:
+    def shutdown(self, requeue: bool = True) -> None:
+        """Stop serving: a running job is stopped and (``requeue``) put back in the queue, to be
+        offered the next time the project opens, or left canceled."""
         self._closing = True
-        self._thread.stop()
+        self._thread.stop(requeue)
         self._thread.wait()

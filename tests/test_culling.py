@@ -156,6 +156,23 @@ def test_a_decision_applies_to_the_selection_and_undo_redo(qtbot, window: MainWi
     assert [decision(window, i).flag for i in (1, 2, 3)] == ["pick"] * 3
 
 
+def test_undo_says_what_it_took_back_and_keeps_a_decision_made_elsewhere(
+    qtbot, window: MainWindow, project_root: Path
+) -> None:
+    press(qtbot, window, Qt.Key_P)
+    with Project.open(project_root) as other:  # a command on the same project, meanwhile
+        other.catalog.decide([1], "stars", stars=4)
+        other.catalog.decide([1], "reject", flag="reject")
+    press(qtbot, window, Qt.Key_Z, Qt.ControlModifier)
+    message = window.statusBar().currentMessage()
+    assert message.startswith('Undone "Pick" (1 image)') and "kept a newer decision" in message
+    assert decision(window, 1).flag == "reject" and decision(window, 1).stars == 4
+    press(qtbot, window, Qt.Key_Z, Qt.ControlModifier)
+    press(qtbot, window, Qt.Key_Z, Qt.ControlModifier)
+    press(qtbot, window, Qt.Key_Z, Qt.ControlModifier)
+    assert window.statusBar().currentMessage() == "Nothing to undo"
+
+
 def test_shift_applies_and_advances_and_auto_advance(qtbot, window: MainWindow) -> None:
     press(qtbot, window, Qt.Key_X, Qt.ShiftModifier)
     assert decision(window, 1).flag == "reject"

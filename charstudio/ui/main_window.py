@@ -30,6 +30,7 @@ from charstudio.analysis import view
 from charstudio.analysis.clustering import DEFAULT_IDENTITY_DISTANCE
 from charstudio.analysis.view import AnalysisIndex
 from charstudio.catalog import CatalogError, ImageRecord, Project
+from charstudio.catalog.decisions import Step
 from charstudio.catalog.queries import LOOKALIKE_SORT, ImageFilter
 from charstudio.jobs import Progress
 from charstudio.jobs.queue import JobQueue, QueuedJob
@@ -561,21 +562,21 @@ class MainWindow(QMainWindow):
 
     def undo(self) -> None:
         if self.project is not None:
-            ids = self.project.catalog.undo()
-            if ids:
-                self._decisions_changed(ids)
-                self.statusBar().showMessage(
-                    f"Undone ({len(ids)} image{'s' if len(ids) != 1 else ''})", 3000
-                )
+            self._show_step(self.project.catalog.undo_step(), "Undone")
 
     def redo(self) -> None:
         if self.project is not None:
-            ids = self.project.catalog.redo()
-            if ids:
-                self._decisions_changed(ids)
-                self.statusBar().showMessage(
-                    f"Redone ({len(ids)} image{'s' if len(ids) != 1 else ''})", 3000
-                )
+            self._show_step(self.project.catalog.redo_step(), "Redone")
+
+    def _show_step(self, step: Step | None, verb: str) -> None:
+        """An undone or redone action: its images redrawn, and a word when some kept a
+        newer decision made in another window or by a command."""
+        if step is None:
+            action = "undo" if verb == "Undone" else "redo"
+            self.statusBar().showMessage(f"Nothing to {action}", 3000)
+            return
+        self._decisions_changed(step.image_ids)
+        self.statusBar().showMessage(step.message(verb), 8000 if step.kept else 3000)
 
     def _decisions_changed(self, ids: list[int]) -> None:
         self.model.refresh_decisions(ids)

@@ -325,10 +325,11 @@ def test_embedding_is_never_split_across_chunks() -> None:
     assert result.counter == "78/150"
 
 
-def test_embedding_moved_by_comma_backtrack_keeps_its_slot() -> None:
+def test_embedding_moved_by_comma_backtrack_leaves_its_slot_behind() -> None:
+    # A1111's quirk: the placeholder tokens move to the next chunk, the vectors' slot does not.
     result = count_prompt_tokens(words(70) + ", mychar a a a", embeddings={"mychar": 2})
     assert [len(c) for c in result.chunks] == [71, 5]
-    assert result.embeddings == [EmbeddingSlot(chunk=1, offset=0, name="mychar", n_vectors=2)]
+    assert result.embeddings == [EmbeddingSlot(chunk=0, offset=71, name="mychar", n_vectors=2)]
 
 
 def test_prompt_report_is_json_ready() -> None:

@@ -163,7 +163,11 @@ def test_variations_generate_and_regenerate(project, model_dir, tmp_path) -> Non
         run_job(import_images(other, [file]))
         (image_id,) = [r.id for r in other.catalog.images()]
         result = run_job(regenerate_image(other, image_id, model=str(model_dir)))
-    assert result.identical is True
+    # Alone instead of in its batch of two, the UNet's float sums may differ in the last bit;
+    # A1111's truncation to 8 bits then moves the odd saturated pixel by one level.
+    regenerated = np.asarray(result.image.convert("RGB")).astype(int)
+    difference = np.abs(regenerated - pixels(project, varied[1]).astype(int))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.001
     assert read_infotext(file) == result.infotext
 
 

@@ -27,6 +27,11 @@ A1111 rules reproduced here:
   DPM++ multistep keeps ``lower_order_final`` off (k-diffusion has no lower-order penultimate
   step). UniPC ends at the model's sigma_min like A1111's (``final_sigmas_type="sigma_min"``).
 
+Euler, Euler a, DPM++ 2M and DDIM do not run on their diffusers scheduler: the engine runs them
+with A1111's own loops (:mod:`charstudio.engine.kdiffusion_samplers`, named by
+:attr:`SamplerSpec.loop`) so their images match A1111's pixel for pixel; their diffusers
+settings below remain the nearest scheduler for code that asks :func:`make_scheduler`.
+
 Approximations (diffusers has no exact equivalent) are listed in each sampler's ``notes``.
 """
 
@@ -38,6 +43,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from charstudio.engine.kdiffusion_samplers import KDIFFUSION_SAMPLERS
 
 __all__ = [
     "SAMPLER_NAMES",
@@ -135,6 +142,8 @@ class SamplerSpec:
     brownian: bool = False
     requires: tuple[str, ...] = ()
     notes: str = ""
+    # The engine runs it with A1111's own loop (kdiffusion_samplers.py), not the scheduler.
+    loop: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
@@ -296,7 +305,6 @@ _SAMPLERS: tuple[_Sampler, ...] = (
         },
         timesteps_sampler=True,
         aliases=("ddim",),
-        notes="A1111's own DDIM places its timesteps a little differently ('leading' here).",
     ),
     _Sampler(
         "PLMS",
@@ -481,6 +489,7 @@ def resolve_sampler(name: str, schedule_type: str | None = None) -> SamplerSpec:
         brownian=sampler.brownian,
         requires=sampler.requires,
         notes=sampler.notes,
+        loop=KDIFFUSION_SAMPLERS.get(sampler.name),
     )
 
 

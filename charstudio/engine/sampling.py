@@ -1,9 +1,11 @@
 """Text-to-image sampling: the one path every generation (sweeps, grids, regenerate) uses.
 
 A1111's loop: each image starts from its own seed's noise; classifier-free guidance runs
-the negative and the positive prompt through the UNet as one batch; the scheduler chosen by
-A1111 sampler name steps the latents; the VAE decodes them. Qt-free; torch is imported when
-sampling starts.
+the positive and the negative prompt through the UNet as one batch; Euler, Euler a, DPM++ 2M
+and DDIM step the latents with A1111's own loops (:mod:`charstudio.engine.kdiffusion_samplers`),
+the other samplers with the diffusers scheduler their A1111 name resolves to; the VAE decodes
+them and :func:`to_uint8` turns pixels into bytes as A1111 saves them (truncating). Qt-free;
+torch is imported when sampling starts.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from charstudio.engine.nonfinite import NonFiniteDecode, bad_rows
-from charstudio.engine.samplers import make_scheduler, resolve_sampler
+from charstudio.engine.samplers import SamplerSpec, make_scheduler, resolve_sampler
 from charstudio.engine.seeds import DEFAULT_RNG, noise_and_generators, scheduler_step
 from charstudio.jobs.protocol import CancelToken
 
@@ -79,7 +81,32 @@ def iter_sample_latents(
     initial and the step noise; ``subseeds``/``subseed_strength`` its variation seeds."""
     import torch
 
+    from charstudio.engine.kdiffusion_samplers import supports
+
     spec = resolve_sampler(sampler, schedule_type)
+    if spec.loop is not None and supports(scheduler_config):
+        return (
+            yield from _iter_a1111_loop(
+                spec,
+                unet=unet,
+                vae=vae,
+                encoder=encoder,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                seeds=seeds,
+                steps=steps,
+                cfg_scale=cfg_scale,
+                width=width,
+                height=height,
+                scheduler_config=scheduler_config,
+                device=device,
+                cancel=cancel,
+                conditioning=conditioning,
+                rng=rng,
+                subseeds=subseeds,
+                subseed_strength=subseed_strength,
+            )
+        )
     scheduler = make_scheduler(spec, scheduler_config, seeds=list(seeds))
     scheduler.set_timesteps(steps, device=device)
     dtype = dtype or unet.dtype
@@ -135,6 +162,94 @@ def iter_sample_latents(
     return latents
 
 
+def _iter_a1111_loop(
+    spec: SamplerSpec,
+    *,
+    unet: Any,
+    vae: Any,
+    encoder: PromptEncoder,
+    prompt: str,
+    negative_prompt: str,
+    seeds: Sequence[int],
+    steps: int,
+    cfg_scale: float,
+    width: int,
+    height: int,
+    scheduler_config: dict[str, Any] | None,
+    device: str,
+    cancel: CancelToken | None,
+    conditioning: ConditioningSchedule | None,
+    rng: str,
+    subseeds: Sequence[int] | None,
+    subseed_strength: float,
+) -> Generator[tuple[int, int, Any], None, Any]:
+    """:func:`iter_sample_latents` for samplers run by A1111's own loops (``spec.loop``).
+
+    The latents stay float32 (A1111's); the UNet gets its own dtype. The UNet batch is the
+    positive prompts then the negative ones, as A1111's CFG denoiser lays it out."""
+    import torch
+
+    from charstudio.engine import kdiffusion_samplers as ks
+
+    assert spec.loop is not None
+    factor = vae_scale_factor(vae)
+    shape = (unet.config.in_channels, height // factor, width // factor)
+    latents, streams = noise_and_generators(
+        seeds,
+        shape,
+        device=device,
+        dtype=torch.float32,
+        rng=rng,
+        subseeds=subseeds,
+        subseed_strength=subseed_strength,
+    )
+    total = ks.sampler_calls(spec.loop, steps)
+    if conditioning is None:
+        # A1111 lays the prompt schedule over the sampling steps (DDIM included, though it
+        # makes fewer UNet calls).
+        conditioning = encoder.schedule(prompt, negative_prompt, steps)
+    batch = len(seeds)
+    contexts: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
+
+    def context_at(call: int) -> Any:
+        if cancel is not None:
+            cancel.raise_if_canceled()
+        cond, uncond = conditioning.at(call)
+        key = id(cond), id(uncond)
+        if key not in contexts:
+            pair = torch.cat([cond.expand(batch, -1, -1), uncond.expand(batch, -1, -1)])
+            contexts[key] = (cond, uncond, pair.to(device=device, dtype=unet.dtype))
+        return contexts[key][2]
+
+    loop = ks.run_sampler(
+        spec.loop,
+        unet=unet,
+        latents=latents,
+        steps=steps,
+        schedule_type=spec.schedule_type,
+        cfg_scale=cfg_scale,
+        context_at=context_at,
+        model=ks.model_schedule(scheduler_config),
+        noise=ks.step_noise(streams, shape, device) if spec.stochastic else None,
+    )
+    call = 0
+    while True:
+        try:
+            latents = next(loop)
+        except StopIteration as done:
+            return done.value
+        call += 1
+        yield call, total, latents
+
+
+def to_uint8(pixels: Any) -> Any:
+    """Float pixels in [0, 1] to uint8 as A1111 saves them: ``255 * x`` truncated, not
+    rounded (values are clamped to [0, 1] first)."""
+    import torch
+
+    return (pixels.float().clamp(0, 1) * 255).to(torch.uint8)
+
+
 def decode_latents(vae: Any, latents: Any, *, mode: str = "batch") -> list[Image.Image]:
     """RGB images from latents.
 
@@ -157,10 +272,11 @@ def decode_latents(vae: Any, latents: Any, *, mode: str = "batch") -> list[Image
         bad: list[int] = []
         with torch.inference_mode():
             for chunk in chunks:
-                scaled = chunk.to(vae.dtype) / vae.config.scaling_factor
+                # A1111 (the CompVis model) multiplies by the inverse rather than dividing.
+                scaled = chunk.to(vae.dtype) * (1.0 / vae.config.scaling_factor)
                 pixels = vae.decode(scaled).sample
                 bad.extend(len(images) + i for i in bad_rows(pixels))
-                pixels = ((pixels.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+                pixels = to_uint8((pixels.float() + 1.0) / 2.0)
                 for array in pixels.permute(0, 2, 3, 1).cpu().numpy():
                     images.append(Image.fromarray(array, "RGB"))
         if bad:  # never a black picture: the caller retries in fp32 or fails those images
@@ -192,5 +308,5 @@ def preview_image(latents: Any, index: int = 0) -> Image.Image:
             one = one[: len(_PREVIEW_RGB)]
         weights = torch.tensor(_PREVIEW_RGB, device=one.device)[: one.shape[0]]
         rgb = torch.einsum("chw,cr->hwr", one, weights)
-        rgb = ((rgb + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+        rgb = to_uint8((rgb + 1) / 2).cpu().numpy()
     return Image.fromarray(rgb, "RGB")

@@ -1,5 +1,8 @@
 """Schedule types for samplers whose diffusers class cannot take them (Euler a).
 
+The engine samples Euler a with A1111's own loop (:mod:`charstudio.engine.kdiffusion_samplers`);
+this module serves :func:`charstudio.engine.samplers.make_scheduler`'s diffusers scheduler.
+
 A1111 lets every k-diffusion sampler run on every schedule type; diffusers' Euler ancestral
 class only spaces timesteps. :func:`scheduled` gives such a class a ``set_timesteps`` that
 replaces its uniform sigmas with the Karras, Exponential or Beta ones, computed exactly as

@@ -4,17 +4,18 @@ The token counter runs on every keystroke in the prompt box, so it must not pull
 transformers at start-up and must be fast: the vocabulary is built once, lazily, from the merges
 file shipped in ``resources/clip``, and BPE results are cached per word.
 
-It reproduces CLIP's ``SimpleTokenizer``: the same 49408-token vocabulary, text normalisation,
-pre-tokenising regex and merge order. HF's CLIPTokenizer (what diffusers uses) gives the same ids
-except where the normalisation differs: transformers 5 only NFC-normalises (no ftfy: curly quotes,
-ligatures, full-width letters and HTML entities stay as typed), and A1111's transformers 4 with
-ftfy skips ``html.unescape`` (differs only for entities in text that also contains ``<``).
+It reproduces the tokenizer A1111 runs (transformers 4's CLIPTokenizer with ftfy installed): the
+same 49408-token vocabulary, pre-tokenising regex and merge order as CLIP's ``SimpleTokenizer``,
+and A1111's normalisation: ``ftfy.fix_text``, whitespace collapsed, lowercase, with no further
+``html.unescape`` (CLIP's own tokenizer adds one). ftfy unescapes HTML entities itself unless the
+text also holds ``<``, so ``&amp;`` stays as typed in a prompt with ``<``, as in A1111.
+transformers 5 only NFC-normalises (no ftfy: curly quotes, ligatures, full-width letters and HTML
+entities stay as typed).
 """
 
 from __future__ import annotations
 
 import gzip
-import html
 import threading
 from collections.abc import Iterable
 from itertools import pairwise
@@ -134,9 +135,9 @@ class ClipTokenizer:
         return self._id_to_token[token_id]
 
     def normalize(self, text: str) -> str:
-        """CLIP's text clean-up: ftfy, HTML entities (twice), whitespace collapsed, lowercase."""
+        """A1111's text clean-up: ftfy (which unescapes HTML entities unless the text holds
+        ``<``), whitespace collapsed, lowercase."""
         text = self._fix_text(text)
-        text = html.unescape(html.unescape(text))
         return self._whitespace.sub(" ", text).strip().lower()
 
     def tokenize(self, text: str) -> list[str]:

@@ -142,13 +142,11 @@ class _Chunker:
                 # the words after it into the next chunk, so a phrase is not split in two.
                 cut = self.last_comma + 1
                 moved_tokens, moved_mults = self.tokens[cut:], self.mults[cut:]
-                moved_slots = [(o - cut, nm, n) for o, nm, n in self.pending_slots if o >= cut]
-                # (A1111 leaves embedding positions behind in the old chunk here, which misplaces
-                # the vectors; we move them with their tokens.)
+                # A1111's quirk, kept so images match: an embedding's vectors stay at their old
+                # positions (over the old chunk's padding) while its placeholder tokens move.
                 self.tokens, self.mults = self.tokens[:cut], self.mults[:cut]
-                self.pending_slots = [s for s in self.pending_slots if s[0] < cut]
                 self.close_chunk()
-                self.tokens, self.mults, self.pending_slots = moved_tokens, moved_mults, moved_slots
+                self.tokens, self.mults = moved_tokens, moved_mults
 
             if len(self.tokens) == CHUNK_LENGTH:
                 self.close_chunk()

@@ -503,6 +503,82 @@ def cmd_train_ti(args: argparse.Namespace) -> int:
     return 0 if out["status"] in ("done", "paused") else 1
 
 
+def cmd_train_lora(args: argparse.Namespace) -> int:
+    from charstudio.jobs.queue import JobQueue
+    from charstudio.training.lora import check_lora_params
+    from charstudio.training.lora_cli_args import train_lora_params_from_args
+
+    with Project.open(Path(args.project)) as project:
+        try:
+            params = train_lora_params_from_args(project, args)
+        except ValueError as exc:
+            raise CatalogError(str(exc)) from exc
+        problems, warnings = check_lora_params(project, params)
+        if problems:
+            raise CatalogError("\n  ".join(["cannot train:", *problems]))
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        job_id = JobQueue(project).submit("train-lora", params)
+        ended = _run_queued(project, job_id, args.json)
+        job = project.catalog.job(job_id)
+        result = json.loads(job["result"]) if job.get("result") else {}
+        if not result:  # failed: say which run, and which epochs it kept
+            result = _failed_run_result(project, job_id)
+        for checkpoint in result.get("checkpoints", []):
+            checkpoint["file"] = str(project.root / checkpoint["path"])
+        out = {
+            "job_id": job_id,
+            "status": result.get("status") or (ended.status if ended else job["status"]),
+            "error": job.get("error"),
+            **{k: v for k, v in result.items() if k != "status"},
+        }
+    if args.json:
+        _print_json(out)
+    else:
+        for checkpoint in out.get("checkpoints", []):
+            epoch = checkpoint.get("epoch", "?")
+            print(f"epoch {epoch:>4}  step {checkpoint['step']:>6}  {checkpoint['file']}")
+        tail = f" ({out['error']})" if out["error"] else ""
+        print(f"run {out.get('run_id')}: {out['status']} at step {out.get('step')}{tail}")
+    return 0 if out["status"] in ("done", "paused") else 1
+
+
+def cmd_captions(args: argparse.Namespace) -> int:
+    from charstudio.training.captions import project_captions, write_caption_files
+    from charstudio.training.cli_args import _images
+    from charstudio.training.dataset import ImageSelectionError, gather_images
+
+    with Project.open(Path(args.project)) as project:
+        try:
+            images = gather_images(project, _images(args.images))
+        except (ImageSelectionError, ValueError) as exc:
+            raise CatalogError(str(exc)) from exc
+        ids = [image.image_id for image in images if image.image_id is not None]
+        captions = project_captions(project, ids)
+        written: list[Path] = []
+        skipped: list[tuple[Path, str]] = []
+        if args.write:
+            written, skipped = write_caption_files(project, captions)
+        rows = [c.to_json() for c in captions]
+        for row in rows:
+            row["file"] = str(project.file_path(row["path"]))
+    out = {
+        "captions": rows,
+        "written": [str(p) for p in written],
+        "skipped": [{"file": str(p), "reason": why} for p, why in skipped],
+    }
+    if args.json:
+        _print_json(out)
+    else:
+        for row in rows:
+            print(f"{row['image_id']:>6}  [{row['source']}]  {row['caption']}")
+        if args.write:
+            print(f"wrote {len(written)} caption file(s)")
+        for item in out["skipped"]:
+            print(f"skipped {item['file']}: {item['reason']}", file=sys.stderr)
+    return 0
+
+
 def _failed_run_result(project: Project, job_id: int) -> dict[str, Any]:
     from charstudio.training import records
 
@@ -527,16 +603,49 @@ def _find_run(project: Project, ref: str) -> Any:
         raise CatalogError(str(exc).strip("'\"")) from exc
 
 
+def _grid_steps(project: Project, run: Any, args: argparse.Namespace) -> tuple[int, ...]:
+    """The grid's columns: a TI run's ``--steps``; a LoRA run's ``--epochs`` (default all),
+    its averages with ``--averaged``, and a new average of ``--average-top K`` epochs."""
+    from charstudio.training.checkpoint_grid import lora_grid_steps, parse_steps
+
+    if run.kind != "lora":
+        if args.epochs or args.weights or args.averaged or args.average_top:
+            raise ValueError(
+                f"run {run.id} ({run.name}) is a Textual Inversion run: --epochs, --weights, "
+                "--averaged and --average-top are for LoRA runs"
+            )
+        if not args.steps:
+            raise ValueError("say which steps to compare: --steps 20:140:20 (or 20,40,60)")
+        return tuple(parse_steps(args.steps))
+    if args.steps:
+        raise ValueError(
+            f"run {run.id} ({run.name}) is a LoRA run: choose its columns with --epochs "
+            "(e.g. 2:20:2 or 4,6,8), not --steps"
+        )
+    try:
+        epochs = parse_steps(args.epochs) if args.epochs else None
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("steps", "epochs", 1)) from None
+    steps = lora_grid_steps(project, run.id, epochs, averaged=args.averaged)
+    if args.average_top:
+        from charstudio.training.lora_average import average_top_epochs
+
+        average = average_top_epochs(project, run.id, k=args.average_top)
+        if average.step not in steps:
+            steps = (*steps, average.step)
+    return steps
+
+
 def cmd_grid(args: argparse.Namespace) -> int:
     from charstudio.jobs.queue import JobQueue
-    from charstudio.training.checkpoint_grid import DEFAULT_GRID_PROMPT, GridSpec, parse_steps
+    from charstudio.training.checkpoint_grid import DEFAULT_GRID_PROMPT, GridSpec
 
     with Project.open(Path(args.project)) as project:
         run = _find_run(project, args.run)
         try:
             spec = GridSpec(
                 run_id=run.id,
-                steps=tuple(parse_steps(args.steps)),
+                steps=_grid_steps(project, run, args),
                 seed=args.seed,
                 batch=args.batch,
                 prompt=args.prompt or DEFAULT_GRID_PROMPT,
@@ -545,9 +654,12 @@ def cmd_grid(args: argparse.Namespace) -> int:
                 width=args.width,
                 height=args.height,
                 models=tuple(args.models or ()),
+                weights=tuple(args.weights or ()),
             )
         except ValueError as exc:
             raise CatalogError(str(exc)) from exc
+        epochs = _epochs_by_step(project, run)
+        slices = spec.z_slices(str(run.params.get("model") or ""))
         job_id = JobQueue(project).submit("grid", spec.to_json())
         ended = _run_queued(project, job_id, args.json)
         job = project.catalog.job(job_id)
@@ -562,8 +674,10 @@ def cmd_grid(args: argparse.Namespace) -> int:
             "cells": [
                 {
                     "step": c["step"],
+                    **({"epoch": epochs.get(c["step"])} if epochs else {}),
                     "seed": c["seed"],
                     "model": c["z"],
+                    **({"weight": slices[c["z"]][1]} if spec.weights else {}),
                     "image": str(root / c["path"]),
                     "identity": c["score"],
                     "faces": c["faces"],
@@ -579,12 +693,15 @@ def cmd_grid(args: argparse.Namespace) -> int:
         for score in out["scores"]:
             mean = "-" if score["mean"] is None else f"{score['mean']:.3f}"
             low = "-" if score["minimum"] is None else f"{score['minimum']:.3f}"
-            print(
-                f"step {score['step']:>5}  identity mean {mean}  min {low}  "
-                f"faces {score['detection_rate']:.0%}"
-            )
-        if out["suggestion"]:
-            print(f"suggested: {out['suggestion'].get('step')} ({out['suggestion']['reason']})")
+            column = f"step {score['step']:>5}"
+            if "label" in score:  # a LoRA run: epoch N, or an average of epochs
+                epoch = score.get("epoch")
+                column = f"epoch {epoch:>5}" if epoch is not None else score["label"]
+            print(f"{column}  identity mean {mean}  min {low}  faces {score['detection_rate']:.0%}")
+        suggestion = out["suggestion"]
+        if suggestion:
+            chosen = suggestion.get("epoch", suggestion.get("step"))
+            print(f"suggested: {chosen} ({suggestion['reason']})")
         print(f"grid: {out['grid']}" if out["grid"] else f"job {job_id}: {out['status']}")
         if out["error"]:
             print(f"charstudio: error: {out['error']}", file=sys.stderr)
@@ -616,18 +733,59 @@ def cmd_export_picks(args: argparse.Namespace) -> int:
     return 0 if status == "done" and not out.get("failed") else 1
 
 
+def _epochs_by_step(project: Project, run: Any) -> dict[int, int | None]:
+    """A LoRA run's checkpoint step -> epoch (None for an average); empty for a TI run."""
+    if run.kind != "lora":
+        return {}
+    from charstudio.training.lora_average import lora_checkpoints
+
+    return {c.step: c.epoch for c in lora_checkpoints(project.catalog, run)}
+
+
+def _export_run(project: Project, run: Any, args: argparse.Namespace, folders: list) -> Any:
+    if run.kind == "lora":
+        from charstudio.training.lora_export import export_lora
+
+        chosen = [args.step is not None, args.epoch is not None, args.averaged]
+        if sum(chosen) != 1:
+            raise ValueError("say which file to export: --epoch N, --step N or --averaged")
+        return export_lora(
+            project,
+            run.id,
+            epoch=args.epoch,
+            step=args.step,
+            averaged=args.averaged,
+            folders=folders,
+            name=args.name,
+            weight=args.weight,
+            negative=args.negative_text,
+        )
+    from charstudio.training.export import export_embedding
+
+    if args.epoch is not None or args.averaged:
+        raise ValueError(
+            f"run {run.id} ({run.name}) is a Textual Inversion run: export a step (--step N)"
+        )
+    if args.step is None:
+        raise ValueError("say which step to export: --step N")
+    return export_embedding(project, run.id, args.step, folders=folders, name=args.name)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    from charstudio.training.export import EXPORT_FOLDERS_SETTING, export_embedding
+    from charstudio.training.export import EXPORT_FOLDERS_SETTING
+    from charstudio.training.lora_export import LORA_EXPORT_FOLDERS_SETTING
 
     with Project.open(Path(args.project)) as project:
         run = _find_run(project, args.run)
-        folders = list(args.to or project.catalog.get_setting(EXPORT_FOLDERS_SETTING, []) or [])
+        # TI and LoRA files go to different folders of the same programs: each is remembered.
+        setting = LORA_EXPORT_FOLDERS_SETTING if run.kind == "lora" else EXPORT_FOLDERS_SETTING
+        folders = list(args.to or project.catalog.get_setting(setting, []) or [])
         try:
-            result = export_embedding(project, run.id, args.step, folders=folders, name=args.name)
+            result = _export_run(project, run, args, folders)
         except ValueError as exc:
             raise CatalogError(str(exc)) from exc
         if args.to and args.remember:
-            project.catalog.set_setting(EXPORT_FOLDERS_SETTING, [str(f) for f in args.to])
+            project.catalog.set_setting(setting, [str(f) for f in args.to])
     if args.json:
         _print_json(result.to_json())
     else:
@@ -743,26 +901,76 @@ def build_parser() -> argparse.ArgumentParser:
 
     train_ti_arguments(sub)
 
+    sub = verb("train-lora", cmd_train_lora, "train a LoRA (kohya format) on the picks")
+    from charstudio.training.lora_cli_args import train_lora_arguments
+
+    train_lora_arguments(sub)
+
+    sub = verb("captions", cmd_captions, "show (and write) the training captions of the picks")
+    sub.add_argument("project")
+    sub.add_argument(
+        "--images",
+        nargs="+",
+        default=None,
+        metavar="picks|all|ID",
+        help="whose captions: picks (default), all, or image ids and files",
+    )
+    sub.add_argument(
+        "--write",
+        action="store_true",
+        help="write each caption to the .txt beside its image (one holding other text is kept)",
+    )
+
     sub = verb("grid", cmd_grid, "compare a training run's checkpoints in a grid")
     sub.add_argument("project")
     sub.add_argument("--run", required=True, help="run id or folder")
-    sub.add_argument("--steps", required=True, help="START:END:EVERY (e.g. 20:140:20) or 20,40")
+    sub.add_argument("--steps", help="TI: START:END:EVERY (e.g. 20:140:20) or 20,40")
+    sub.add_argument("--epochs", help="LoRA: START:END:EVERY or 4,6,8 (default: every epoch)")
+    sub.add_argument(
+        "--weights", nargs="+", type=float, metavar="W", help="LoRA weights (Z axis), e.g. 0.6 1"
+    )
+    sub.add_argument("--averaged", action="store_true", help="LoRA: add the run's averages")
+    sub.add_argument(
+        "--average-top",
+        type=int,
+        metavar="K",
+        help="LoRA: average the K best-scored epochs of the newest grid and add that column",
+    )
     sub.add_argument("--seed", type=int, default=12345678)
     sub.add_argument("--batch", type=int, default=4, help="images per step (seed, seed+1 …)")
-    sub.add_argument("--prompt", default=None, help="[name] is replaced by NAME-STEP")
+    sub.add_argument(
+        "--prompt",
+        default=None,
+        help="[name] is replaced by NAME-STEP (TI) or the activation token (LoRA)",
+    )
     sub.add_argument("--negative", default="")
     sub.add_argument("--sampling-steps", type=int, default=30)
     sub.add_argument("--width", type=int, default=512)
     sub.add_argument("--height", type=int, default=512)
     sub.add_argument("--models", nargs="+", metavar="MODEL", help="base checkpoints (Z axis)")
 
-    sub = verb("export", cmd_export, "export a run's chosen step as NAME.pt and .safetensors")
+    sub = verb(
+        "export",
+        cmd_export,
+        "export a run's chosen step (TI: NAME.pt and .safetensors) or epoch (LoRA: "
+        "NAME.safetensors with A1111's NAME.json and NAME.preview.png)",
+    )
     sub.add_argument("project")
     sub.add_argument("--run", required=True, help="run id or folder")
-    sub.add_argument("--step", type=int, required=True)
+    sub.add_argument("--step", type=int, help="the checkpoint's step (TI)")
+    sub.add_argument("--epoch", type=int, help="the epoch (LoRA)")
+    sub.add_argument("--averaged", action="store_true", help="the run's newest average (LoRA)")
     sub.add_argument("--name", help="file and token name (default: the run's name)")
     sub.add_argument(
-        "--to", nargs="+", metavar="DIR", help="also into these folders (A1111, ComfyUI)"
+        "--weight", type=float, default=0.8, help="LoRA: preferred weight in NAME.json"
+    )
+    sub.add_argument("--negative-text", default="", help="LoRA: negative text in NAME.json")
+    sub.add_argument(
+        "--to",
+        nargs="+",
+        metavar="DIR",
+        help="also into these folders (A1111 or ComfyUI: the install or its models folder "
+        "is enough for a LoRA)",
     )
     sub.add_argument(
         "--remember", action="store_true", help="use the --to folders for later exports too"

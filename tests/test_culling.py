@@ -278,7 +278,9 @@ def test_use_picks_and_export(qtbot, window: MainWindow, tmp_path: Path) -> None
         job_id = window.start_export(tmp_path / "picks")
     assert finished.args[0].id == job_id and finished.args[0].status == "done"
     assert window.statusBar().currentMessage().startswith("Exported 2 picks")
-    assert sorted(p.name for p in (tmp_path / "picks").iterdir()) == ["00.png", "01.png"]
+    # Each pick goes with its training caption.
+    exported = sorted(p.name for p in (tmp_path / "picks").iterdir())
+    assert exported == ["00.png", "00.txt", "01.png", "01.txt"]
 
 
 def test_cheat_sheet_lists_every_culling_key(qtbot, window: MainWindow) -> None:

@@ -130,11 +130,13 @@ def test_export_copies_picks_with_captions(make_png, tmp_path: Path) -> None:
         dest.mkdir()
         (dest / "0.png").write_bytes(b"keep me")
         report = run_job(export_images(project, [1, 2], dest))
-        assert (report.copied, report.captions, report.failed) == (2, 1, [])
+        assert (report.copied, report.captions, report.failed) == (2, 2, [])
         assert (dest / "0.png").read_bytes() == b"keep me"  # never overwritten
         assert (dest / "0-1.txt").read_text() == "fr3nchl4dy, woman, gray background"
         assert (dest / "0-1.png").read_bytes() == (project.images_dir / "0.png").read_bytes()
         assert (dest / "1.png").is_file()
+        # No .txt beside it: the caption derived from its prompt (all of it the character).
+        assert (dest / "1.txt").read_text() == project.token
 
 
 def test_stats_and_decide_commands(project: Project, capsys) -> None:

@@ -172,9 +172,11 @@ def test_exported_picks_get_names_windows_accepts(make_png, tmp_path: Path) -> N
         report = run_job(import_images(project, [project.images_dir]))
         dest = tmp_path / "out"
         exported = run_job(export_images(project, report.image_ids, dest))
-    assert (exported.copied, exported.captions, exported.failed) == (4, 1, [])
+    # Every image goes with its training caption (the sidecar, else derived from its prompt).
+    assert (exported.copied, exported.captions, exported.failed) == (4, 4, [])
     names = sorted(p.name for p in dest.iterdir())
-    assert names == ["CON_.png", "CON_.txt", "a_b.png", "dots...png", "what_.png"]
+    images = ["CON_.png", "a_b.png", "dots...png", "what_.png"]
+    assert names == sorted([*images, *(str(Path(n).with_suffix(".txt")) for n in images)])
     assert all(windows_name_problem(name) is None for name in names)
 
 
@@ -454,8 +456,9 @@ def test_a_project_under_a_non_ascii_user_folder_end_to_end(
 
     dest = tmp_path / "Clé USB" / "Exports été"
     exported = cli_json(capsys, "export-picks", str(project), str(dest))
-    assert (exported["copied"], exported["captions"], exported["failed"]) == (3, 1, [])  # type: ignore[index]
-    assert sorted(p.name for p in dest.iterdir()) == sorted([*names, "portrait été 01.txt"])
+    assert (exported["copied"], exported["captions"], exported["failed"]) == (3, 3, [])  # type: ignore[index]
+    captions = [Path(name).with_suffix(".txt").name for name in names]
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*names, *captions])
     assert (dest / "portrait été 01.txt").read_text(encoding="utf-8") == "hrone, femme, été"
 
     files = [str(dest / name) for name in names]

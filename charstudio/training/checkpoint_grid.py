@@ -1,7 +1,13 @@
-"""Compare a training run's checkpoints: the grid job (workflow step 4).
+"""Compare a training run's checkpoints: the grid job (workflow steps 4 and 5).
 
 X = checkpoint steps (``NAME-20``, ``NAME-40`` …), Y = seeds (a batch of 4 from one fixed seed),
-optionally Z = base checkpoints. Every cell is made by the engine's one batch path
+optionally Z = base checkpoints. For a LoRA run X = its saved epochs (and averages of epochs,
+:mod:`charstudio.training.lora_average`), labelled "epoch N"; the prompt's ``[name]`` becomes
+the run's activation token and ``<lora:NAME-EEEEEE:W>`` is added, with the run folder searched
+for LoRAs; Z may also hold LoRA weights (0.6/0.8/1.0), one Z slice per base checkpoint and
+weight. The spec's ``steps`` are the checkpoints' steps either way (an average's is negative).
+
+Every cell is made by the engine's one batch path
 (:class:`~charstudio.engine.runner.ModelRunner`) with the step's embedding file from the run
 folder, so a cell shows exactly what generating with ``NAME-STEP`` gives. Cells are files in
 ``grids/grid-NNNNN/`` recorded in ``grid_cells`` as they are made (the viewer shows them while
@@ -15,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +38,7 @@ __all__ = [
     "DEFAULT_GRID_PROMPT",
     "GridSpec",
     "checkpoint_grid_job",
+    "lora_grid_steps",
     "parse_steps",
     "refine_steps",
 ]
@@ -87,10 +94,12 @@ class GridSpec:
     width: int = 512
     height: int = 512
     models: tuple[str, ...] = ()  # Z: base checkpoints (default: the run's model)
+    weights: tuple[float, ...] = ()  # Z: LoRA weights (LoRA runs; default 1.0)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["steps"], data["models"] = list(self.steps), list(self.models)
+        data["weights"] = list(self.weights)
         return data
 
     @classmethod
@@ -98,7 +107,14 @@ class GridSpec:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["steps"] = tuple(int(s) for s in known.get("steps", ()))
         known["models"] = tuple(str(m) for m in known.get("models", ()))
+        known["weights"] = tuple(float(w) for w in known.get("weights", ()))
         return cls(**known)
+
+    def z_slices(self, run_model: str) -> list[tuple[str, float | None]]:
+        """(base checkpoint, LoRA weight or None) of each Z slice, in order."""
+        models = list(self.models) or [run_model]
+        weights: list[float | None] = list(self.weights) or [None]
+        return [(model, weight) for model in models for weight in weights]
 
 
 @dataclass
@@ -139,6 +155,8 @@ class GridResult:
 
 
 def _checkpoint_names(project: Project, run: records.RunRecord, steps: Sequence[int]) -> dict:
+    if run.kind == "lora":
+        return {c.step: c.stem for c in _lora_columns(project, run, steps)}
     available = {c.step: c for c in records.run_checkpoints(project.catalog, run.id)}
     missing = [s for s in steps if s not in available]
     if missing:
@@ -148,6 +166,48 @@ def _checkpoint_names(project: Project, run: records.RunRecord, steps: Sequence[
             f"{', '.join(map(str, missing))}; saved steps: {have}"
         )
     return {s: Path(available[s].path).stem for s in steps}
+
+
+def _lora_columns(project: Project, run: records.RunRecord, steps: Sequence[int]) -> list:
+    """The LoRA run's checkpoints for ``steps``, in that order; ValueError naming the epochs
+    the run has when one is missing."""
+    from charstudio.training.lora_average import lora_checkpoints
+
+    available = {c.step: c for c in lora_checkpoints(project.catalog, run)}
+    missing = [s for s in steps if s not in available]
+    if missing:
+        have = ", ".join(c.label.removeprefix("epoch ") for c in available.values() if c.epoch)
+        raise ValueError(
+            f"run {run.id} ({run.name}) has no saved epoch at step "
+            f"{', '.join(map(str, missing))}; saved epochs: {have or 'none'}"
+        )
+    return [available[s] for s in steps]
+
+
+def lora_grid_steps(
+    project: Project, run_id: int, epochs: Sequence[int] | None = None, averaged: bool = False
+) -> tuple[int, ...]:
+    """The spec's ``steps`` for a LoRA run's ``epochs`` (default: every saved epoch), plus its
+    averages when ``averaged``; ValueError naming the saved epochs when one is missing."""
+    from charstudio.training.lora_average import lora_checkpoints
+
+    run = records.get_run(project.catalog, run_id)
+    saved = lora_checkpoints(project.catalog, run)
+    by_epoch = {c.epoch: c.step for c in saved if c.epoch is not None}
+    wanted = list(epochs) if epochs else sorted(by_epoch)  # type: ignore[arg-type]
+    missing = [e for e in wanted if e not in by_epoch]
+    if missing:
+        have = ", ".join(str(e) for e in sorted(by_epoch)) or "none"  # type: ignore[arg-type]
+        raise ValueError(
+            f"run {run.id} ({run.name}) has no saved epoch {', '.join(map(str, missing))}; "
+            f"saved epochs: {have}"
+        )
+    steps = [by_epoch[e] for e in wanted]
+    if averaged:
+        steps += [c.step for c in saved if c.epoch is None]
+    if not steps:
+        raise ValueError(f"run {run.id} ({run.name}) has no saved epochs yet")
+    return tuple(steps)
 
 
 def checkpoint_grid_job(
@@ -170,9 +230,15 @@ def checkpoint_grid_job(
     catalog = project.catalog
     run = records.get_run(catalog, spec.run_id)
     names = _checkpoint_names(project, run, spec.steps)
-    models = list(spec.models) or [str(run.params.get("model") or "")]
+    lora = run.kind == "lora"
+    if spec.weights and not lora:
+        raise ValueError(f"run {run.id} ({run.name}) is not a LoRA run: it has no LoRA weights")
+    slices = spec.z_slices(str(run.params.get("model") or ""))
     runner = runner or ModelRunner(project)
-    runner.embeddings.folders.append(project.root / run.folder)  # NAME-STEP resolves there
+    if lora:
+        runner.loras.folders.append(project.root / run.folder)  # <lora:NAME-EEEEEE> is there
+    else:
+        runner.embeddings.folders.append(project.root / run.folder)  # NAME-STEP resolves there
 
     with catalog.transaction() as conn:
         grid_id = conn.execute(
@@ -183,15 +249,16 @@ def checkpoint_grid_job(
     (project.root / folder).mkdir(parents=True, exist_ok=True)
     result = GridResult(int(grid_id or 0))
     seeds = [spec.seed + i for i in range(spec.batch)]
-    total = len(models) * len(spec.steps) * spec.sampling_steps
+    total = len(slices) * len(spec.steps) * spec.sampling_steps
     clock = ProgressClock(total)
     done = 0
     images: dict[tuple[int, int, int], Image.Image] = {}
-    yield clock(0, f"Grid of {len(spec.steps)} steps × {spec.batch} seeds", grid_id=grid_id)
-    for z, model in enumerate(models):
+    unit = "epochs" if lora else "steps"
+    yield clock(0, f"Grid of {len(spec.steps)} {unit} × {spec.batch} seeds", grid_id=grid_id)
+    for z, (model, weight) in enumerate(slices):
         for x, step in enumerate(spec.steps):
             settings = GenerationSettings(
-                prompt=spec.prompt.replace("[name]", names[step]),
+                prompt=_cell_prompt(spec.prompt, run, names[step], weight),
                 negative_prompt=spec.negative_prompt,
                 seed=spec.seed,
                 steps=spec.sampling_steps,
@@ -241,10 +308,20 @@ def checkpoint_grid_job(
     _score(project, run, result, scorer)
     for cell in result.cells:
         _save_cell(catalog, grid_id, cell)
-    result.grid_path = _save_grid_image(project, folder, spec, names, models, images, result)
+    result.grid_path = _save_grid_image(project, run, folder, spec, names, slices, images, result)
     with catalog.transaction() as conn:
         conn.execute("UPDATE grids SET path = ? WHERE id = ?", (result.grid_path, grid_id))
     return result
+
+
+def _cell_prompt(prompt: str, run: records.RunRecord, name: str, weight: float | None) -> str:
+    """The cell's prompt: TI runs put the step's embedding name for ``[name]``; LoRA runs the
+    activation token, and add the epoch's ``<lora:NAME-EEEEEE:W>``."""
+    if run.kind != "lora":
+        return prompt.replace("[name]", name)
+    token = str(run.params.get("token") or run.name)
+    text = prompt.replace("[name]", token)
+    return f"{text} <lora:{name}:{1.0 if weight is None else weight:g}>"
 
 
 def _save_cell(catalog: Any, grid_id: Any, cell: GridCell) -> None:
@@ -276,6 +353,9 @@ def _score(project: Project, run: records.RunRecord, result: GridResult, scorer:
         by_step.setdefault(cell.step, []).append(cell.score)
     scores = step_scores(by_step)
     result.scores = [asdict(s) for s in scores]
+    if run.kind == "lora":
+        _suggest_epoch(project, run, result, scores, scorer)
+        return
     if scorer.available:
         suggestion = suggest_step(scores)
     else:
@@ -283,6 +363,44 @@ def _score(project: Project, run: records.RunRecord, result: GridResult, scorer:
 
         suggestion = Suggestion(None, scorer.message)
     result.suggestion = {"step": suggestion.step, "reason": suggestion.reason}
+
+
+def _suggest_epoch(
+    project: Project, run: records.RunRecord, result: GridResult, scores: list, scorer: Any
+) -> None:
+    """The LoRA rule is the TI one over epochs (the first epoch whose every image is the
+    character: later ones risk over-baking); an average of epochs is named beside it when it
+    passes with a higher mean. Scores carry ``epoch`` and ``label``."""
+    import re
+
+    from charstudio.analysis.identity import DEFAULT_IDENTITY_SIMILARITY, suggest_step
+    from charstudio.training.lora_average import lora_checkpoints
+
+    columns = {c.step: c for c in lora_checkpoints(project.catalog, run)}
+    for entry in result.scores:
+        column = columns.get(entry["step"])
+        entry["epoch"] = column.epoch if column else None
+        entry["label"] = column.label if column else f"step {entry['step']}"
+    if not scorer.available:
+        result.suggestion = {"step": None, "epoch": None, "reason": scorer.message}
+        return
+    # suggest_step works on numbers that order in time: give it the epochs.
+    by_epoch = {
+        columns[s.step].epoch: s for s in scores if s.step in columns and columns[s.step].epoch
+    }
+    picked = suggest_step([replace(s, step=e) for e, s in by_epoch.items()])
+    reason = re.sub(r"\bsteps?\b", "epoch", picked.reason)
+    step = by_epoch[picked.step].step if picked.step is not None else None
+    best_epoch = by_epoch.get(picked.step) if picked.step is not None else None
+    for score in scores:
+        column = columns.get(score.step)
+        if column is None or column.epoch is not None:
+            continue
+        if score.passes(DEFAULT_IDENTITY_SIMILARITY) and (
+            best_epoch is None or (score.mean or 0) > (best_epoch.mean or 0)
+        ):
+            reason += f"; the {column.label} also passes, with a higher mean ({score.mean:.2f})"
+    result.suggestion = {"step": step, "epoch": picked.step, "reason": reason}
 
 
 def _finite(value: float | None) -> float | None:
@@ -349,10 +467,11 @@ class IdentityScorer:
 
 def _save_grid_image(
     project: Project,
+    run: records.RunRecord,
     folder: str,
     spec: GridSpec,
     names: dict[int, str],
-    models: list[str],
+    slices: list[tuple[str, float | None]],
     images: dict[tuple[int, int, int], Image.Image],
     result: GridResult,
 ) -> str:
@@ -366,13 +485,23 @@ def _save_grid_image(
         c.step for c in result.cells if not c.failed
     }
 
+    titles = dict(names)
+    if run.kind == "lora":
+        titles = {c.step: c.label for c in _lora_columns(project, run, spec.steps)}
+
     def label(step: int) -> str:
         score = scores.get(step, {})
         if step in failed:
-            return f"{names[step]} (failed: NaN)"
+            return f"{titles[step]} (failed: NaN)"
         if score.get("mean") is None:
-            return names[step]
-        return f"{names[step]} ({score['mean']:.2f} / min {score['minimum']:.2f})"
+            return titles[step]
+        return f"{titles[step]} ({score['mean']:.2f} / min {score['minimum']:.2f})"
+
+    def z_label(model: str, weight: float | None) -> str:
+        shown = model_display_name(model)
+        if weight is None:
+            return shown
+        return f"weight {weight:g}" if len({m for m, _ in slices}) == 1 else f"{shown}, {weight:g}"
 
     x_labels = [label(step) for step in spec.steps]
     y_labels = [f"Seed: {spec.seed + y}" for y in range(spec.batch)]
@@ -380,11 +509,9 @@ def _save_grid_image(
         make_grid_image(
             {(x, y): img for (x, y, zz), img in images.items() if zz == z}, x_labels, y_labels
         )
-        for z in range(len(models))
+        for z in range(len(slices))
     ]
-    grid = (
-        grids[0] if len(grids) == 1 else make_zgrid(grids, [model_display_name(m) for m in models])
-    )
+    grid = grids[0] if len(grids) == 1 else make_zgrid(grids, [z_label(m, w) for m, w in slices])
     relative = f"{folder}.png"
     write_png(grid, project.root / relative, None)
     return relative

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GridRecord",
+    "column_labels",
     "grid_for_job",
     "grid_job_state",
     "list_grids",
@@ -93,6 +94,21 @@ def read_cells(catalog: Catalog, grid_id: int) -> list[dict[str, Any]]:
         ).fetchall()
     keys = ("x", "y", "z", "step", "seed", "path", "score", "faces", "error")
     return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def column_labels(catalog: Catalog, run_id: int) -> dict[int, str]:
+    """What the viewer writes over a column of the run's grids, by checkpoint step: "epoch N"
+    or "average of epochs 4, 6, 8" for a LoRA run, the file name (``NAME-STEP``) for a TI run."""
+    from pathlib import Path
+
+    from charstudio.training import records
+
+    run = records.get_run(catalog, run_id)
+    if run.kind == "lora":
+        from charstudio.training.lora_average import lora_checkpoints
+
+        return {c.step: c.label for c in lora_checkpoints(catalog, run)}
+    return {c.step: Path(c.path).stem for c in records.run_checkpoints(catalog, run_id)}
 
 
 def set_chosen_step(catalog: Catalog, grid_id: int, step: int | None) -> None:

@@ -23,12 +23,13 @@ from charstudio.catalog import Project
 from charstudio.catalog.records import utc_now
 from charstudio.jobs import CancelToken, Progress
 from charstudio.jobs.queue import JobQueue, QueuedJob
+from charstudio.presenters.compare import SETTING_KEY
 from charstudio.training import records
 from charstudio.training.checkpoint_grid import GridSpec, refine_steps
 from charstudio.training.export import EXPORT_FOLDERS_SETTING
 from charstudio.training.grid_records import read_grid
 from charstudio.ui.compare_controller import KIND, CompareController, ExportDialog
-from charstudio.ui.compare_panel import SETTING_KEY, ComparePanel
+from charstudio.ui.compare_panel import ComparePanel
 from charstudio.ui.grid_viewer import PLOT_H, GridViewer
 
 pytestmark = pytest.mark.gui

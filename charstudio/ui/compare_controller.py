@@ -10,11 +10,8 @@ remembering the artist's A1111/ComfyUI folders in the project. It never loads a 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QObject, QRegularExpression, Qt, Signal
 from PySide6.QtGui import QRegularExpressionValidator
@@ -34,24 +31,30 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from sqlite_utils.db import NotFoundError
 
 from charstudio.catalog import Project
-from charstudio.jobs import Progress, readable_job_error
-from charstudio.jobs.queue import JobQueue, QueuedJob
+from charstudio.jobs import Progress
+from charstudio.jobs.queue import QueuedJob
+from charstudio.presenters.compare import (
+    KIND,
+    cancel_queued_grids,
+    finish_text,
+    finished_grid,
+    queued_text,
+    refine_plan,
+    run_choices,
+)
 from charstudio.training import records
-from charstudio.training.checkpoint_grid import GridSpec, refine_steps
+from charstudio.training.checkpoint_grid import GridSpec
 from charstudio.training.export import EXPORT_FOLDERS_SETTING, ExportResult
 from charstudio.training.grid_records import grid_for_job, list_grids
-from charstudio.ui.compare_panel import ComparePanel, RunChoice
+from charstudio.ui.compare_panel import ComparePanel
 from charstudio.ui.dialog_folders import start_folder
 from charstudio.ui.grid_viewer import GridViewer
 from charstudio.ui.queue_worker import QueueWorker
 from charstudio.ui.widgets import MUTED_STYLE
 
 __all__ = ["KIND", "CompareController", "ExportDialog", "embeddings_folder"]
-
-KIND = "grid"
 
 
 def embeddings_folder(picked: Path, tool: str) -> Path:
@@ -219,12 +222,7 @@ class CompareController(QObject):
     def refresh_runs(self, select: int | None = None) -> None:
         if self.project is None:
             return
-        choices = []
-        for run in reversed(records.list_runs(self.project.catalog, kind="ti")):
-            steps = tuple(c.step for c in records.run_checkpoints(self.project.catalog, run.id))
-            model = run.params.get("model")
-            choices.append(RunChoice(run.id, run.name, run.status, steps, model and str(model)))
-        self.panel.set_runs(choices, select=select)
+        self.panel.set_runs(run_choices(self.project), select=select)
 
     def refresh_grids(self) -> None:
         run = self.panel.selected_run()
@@ -242,8 +240,7 @@ class CompareController(QObject):
         job_id = self.worker.submit(self.project, KIND, spec.to_json())
         if self.current_job is None:
             self.panel.job_queued(job_id)
-        steps = len(spec.steps)
-        self.message.emit(f"Grid of {steps} steps × {spec.batch} seeds queued (job {job_id})")
+        self.message.emit(queued_text(job_id, spec))
         return job_id
 
     def refine(self, start: int, end: int) -> int | None:
@@ -252,21 +249,14 @@ class CompareController(QObject):
         spec = self.viewer.spec()
         if self.project is None or spec is None:
             return None
-        saved = {c.step for c in records.run_checkpoints(self.project.catalog, spec.run_id)}
-        wanted = refine_steps(start, end)
-        steps = [s for s in wanted if s in saved]
-        if len(steps) < 2:
-            self.message.emit(
-                f"Refine: the run saved no steps between {start} and {end} beyond those shown"
-            )
+        plan = refine_plan(self.project, spec, start, end)
+        if plan.spec is None:
+            self.message.emit(plan.problem)
             return None
-        job_id = self.submit(dataclasses.replace(spec, steps=tuple(steps)))
-        skipped = [s for s in wanted if s not in saved]
-        if skipped and job_id is not None:
-            self.message.emit(
-                f"Refining {start}–{end} (job {job_id}); not saved by the run: "
-                + ", ".join(map(str, skipped))
-            )
+        job_id = self.submit(plan.spec)
+        note = plan.note(start, end, job_id) if job_id is not None else ""
+        if note:
+            self.message.emit(note)
         return job_id
 
     def open_grid(self, grid_id: int) -> None:
@@ -286,8 +276,7 @@ class CompareController(QObject):
         if self.current_job is not None:
             self.worker.cancel_current()
             return
-        queue = JobQueue(self.project)
-        canceled = [j.id for j in queue.pending() if j.kind == KIND and queue.cancel_queued(j.id)]
+        canceled = cancel_queued_grids(self.project)
         if canceled:
             self.panel.job_finished("canceled", f"removed from the queue: job {canceled[0]}")
             self.message.emit(f"Grid job {', '.join(map(str, canceled))} canceled")
@@ -391,10 +380,7 @@ class CompareController(QObject):
     def job_finished(self, job: QueuedJob) -> bool:
         if job.kind != KIND:
             return False
-        result = self._result(job)
-        grid_id = result.get("grid_id") or self._live_grid
-        if grid_id is None and self.project is not None:
-            grid_id = grid_for_job(self.project.catalog, job.id)
+        result, grid_id = finished_grid(self.project, job.id, self._live_grid)
         if job.id == self.current_job:
             self.current_job = None
         self._live_grid = None
@@ -404,30 +390,8 @@ class CompareController(QObject):
                 self.viewer.load_grid(self.project, int(grid_id))  # scores and suggestion
                 if shown is None:
                     self.showViewer.emit()
-        text = self._finish_text(job, result, grid_id)
+        text = finish_text(job.status, job.error, result, grid_id)
         self.panel.job_finished(job.status, text)
         self.message.emit(f"Grid job {job.id}: {text}" if text else f"Grid job {job.id} ended")
         self.refresh_grids()
         return True
-
-    def _finish_text(self, job: QueuedJob, result: dict[str, Any], grid_id: Any) -> str:
-        if job.status == "failed":
-            return readable_job_error(job.error)
-        cells = len(result.get("cells") or [])
-        if job.status == "canceled":
-            return f"grid {grid_id} canceled; its finished cells are kept" if grid_id else ""
-        suggestion = result.get("suggestion") or {}
-        if suggestion.get("step") is not None:
-            return f"grid {grid_id} done ({cells} images): suggested step {suggestion['step']}"
-        reason = str(suggestion.get("reason") or "")
-        return f"grid {grid_id} done ({cells} images)" + (f"; {reason}" if reason else "")
-
-    def _result(self, job: QueuedJob) -> dict[str, Any]:
-        if self.project is None:
-            return {}
-        try:
-            stored = self.project.catalog.job(job.id).get("result")
-            result = json.loads(stored) if stored else {}
-        except (NotFoundError, KeyError, ValueError, TypeError):
-            return {}
-        return result if isinstance(result, dict) else {}

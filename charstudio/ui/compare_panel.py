@@ -2,16 +2,14 @@
 
 X = the run's saved steps (``NAME-20`` … ``NAME-140``), Y = a batch of seeds from one fixed
 seed, optionally Z = other base checkpoints (at 512×768, as the workflow checks a step across
-models). The panel only collects settings into a :class:`GridSpec` and lists the run's earlier
-grids; the controller queues the "grid" job and opens grids in the viewer.
+models). The panel shows the fields and lists the run's earlier grids; the rules (the checks,
+the saved settings, the words) are :mod:`charstudio.presenters.compare`'s, and the controller
+queues the "grid" job and opens grids in the viewer.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from PySide6.QtCore import QRegularExpression, Qt, Signal
 from PySide6.QtGui import QRegularExpressionValidator
@@ -35,8 +33,27 @@ from PySide6.QtWidgets import (
 
 from charstudio.catalog import Project
 from charstudio.engine.sweeps import SAMPLER_NAMES, model_display_name
-from charstudio.jobs import Progress, format_eta
-from charstudio.training.checkpoint_grid import GridSpec, parse_steps
+from charstudio.jobs import Progress
+from charstudio.presenters.compare import (
+    CROSS_MODEL_SIZE,
+    SETTING_KEY,
+    GridForm,
+    RunChoice,
+    axes_text,
+    dropped_note,
+    grid_line,
+    grid_spec,
+    grid_tooltip,
+    models_text,
+    run_text,
+    settings_to_store,
+    status_title,
+    steps_preset,
+    steps_text,
+    stored_spec,
+)
+from charstudio.presenters.progress_text import grid_progress_text
+from charstudio.training.checkpoint_grid import GridSpec
 from charstudio.training.grid_records import GridRecord
 from charstudio.ui.widgets import (
     AUTOMATIC,
@@ -51,69 +68,7 @@ from charstudio.ui.widgets import (
     hrow,
 )
 
-__all__ = ["SETTING_KEY", "ComparePanel", "RunChoice", "steps_preset"]
-
-SETTING_KEY = "compare.grid"  # project setting: the panel's last settings (not run or steps)
-CROSS_MODEL_SIZE = (512, 768)  # workflow step 4: "check it across several checkpoints at 512×768"
-_STORED = (
-    "seed",
-    "batch",
-    "prompt",
-    "negative_prompt",
-    "sampler",
-    "schedule_type",
-    "sampling_steps",
-    "cfg_scale",
-    "width",
-    "height",
-)
-
-
-@dataclass(frozen=True)
-class RunChoice:
-    """A training run as the panel offers it."""
-
-    id: int
-    name: str
-    status: str
-    steps: tuple[int, ...]  # the steps with a saved checkpoint
-    model: str | None  # the base checkpoint it was trained on
-
-    def label(self) -> str:
-        saved = f"{len(self.steps)} steps saved" if self.steps else "no saved steps"
-        return f"{self.name} · run {self.id} · {saved}"
-
-
-def steps_text(steps: Sequence[int]) -> str:
-    """Steps as the steps field takes them: ``20:140:20`` for an even range, else a list."""
-    steps = sorted(steps)
-    if len(steps) >= 3:
-        every = steps[1] - steps[0]
-        if every > 0 and all(b - a == every for a, b in itertools.pairwise(steps)):
-            return f"{steps[0]}:{steps[-1]}:{every}"
-    return ", ".join(str(s) for s in steps)
-
-
-def describe_steps(steps: Sequence[int], limit: int = 10) -> str:
-    """Short words for a run's saved steps: ``1–150`` when every step was saved."""
-    if not steps:
-        return "none"
-    steps = sorted(steps)
-    if steps == list(range(steps[0], steps[-1] + 1)) and len(steps) > 2:
-        return f"{steps[0]}–{steps[-1]}"
-    text = steps_text(steps)
-    if ":" in text:
-        first, last, every = text.split(":")
-        return f"{first}–{last} every {every}"
-    shown = ", ".join(str(s) for s in steps[:limit])
-    return shown + (f" … {steps[-1]}" if len(steps) > limit else "")
-
-
-def steps_preset(saved: Sequence[int], every: int = 20) -> list[int]:
-    """The workflow's first grid: every ``every`` steps among the saved ones (NAME-20, NAME-40
-    …); a run that saved fewer steps than that compares all it has."""
-    chosen = [s for s in sorted(saved) if s % every == 0]
-    return chosen if len(chosen) >= 2 else sorted(saved)
+__all__ = ["ComparePanel"]
 
 
 class ComparePanel(QWidget):
@@ -133,6 +88,7 @@ class ComparePanel(QWidget):
         self._loading = False
         self._job_id = -1
         self._size_for_models = False  # the size was switched to 512×768 for the Z models
+        self._stored_note = ""  # saved settings that were unreadable, until they are saved again
 
         sections = [  # built before the actions, which read some of them
             self._build_run_box(),
@@ -356,6 +312,7 @@ class ComparePanel(QWidget):
     def set_project(self, project: Project | None) -> None:
         """Show ``project``'s last grid settings; None before a project closes."""
         self._project = project
+        self._stored_note = ""
         self.scroll.setEnabled(project is not None)
         self._actions.setEnabled(project is not None)
         self.hint_label.setVisible(project is None)
@@ -365,9 +322,11 @@ class ComparePanel(QWidget):
             return
         try:
             stored = project.catalog.get_setting(SETTING_KEY)
-        except ValueError:  # a hand-edited catalog
-            stored = None
-        self.set_values(_stored_spec(stored))
+        except ValueError:  # not even JSON (a hand-edited catalog)
+            stored = "unreadable"
+        spec, dropped = stored_spec(stored)
+        self._stored_note = dropped_note(dropped)
+        self.set_values(spec)
 
     def set_runs(self, runs: Sequence[RunChoice], select: int | None = None) -> None:
         """The project's training runs (newest first); keeps the selected run if it is still
@@ -444,10 +403,9 @@ class ComparePanel(QWidget):
         """The selected run's earlier grids (newest first)."""
         self.grids_list.clear()
         for grid in grids:
-            item = QListWidgetItem(_grid_line(grid))
+            item = QListWidgetItem(grid_line(grid))
             item.setData(Qt.ItemDataRole.UserRole, grid.id)
-            if grid.spec is not None:
-                item.setToolTip(f"Prompt: {grid.spec.prompt}\nMade {grid.created_at}")
+            item.setToolTip(grid_tooltip(grid))
             self.grids_list.addItem(item)
         self.open_button.setEnabled(False)
 
@@ -481,53 +439,36 @@ class ComparePanel(QWidget):
             self._loading = False
         self._changed()
 
-    def current_spec(self) -> GridSpec:
-        """The grid the widgets describe; ValueError saying what to fix."""
-        run = self.selected_run()
-        if run is None:
-            raise ValueError("Choose a training run (train one in the Train panel first)")
-        if not run.steps:
-            raise ValueError(f"Run {run.id} ({run.name}) has no saved steps to compare yet")
-        steps = parse_steps(self.steps_edit.text().strip() or "-")
-        missing = [s for s in steps if s not in run.steps]
-        if missing:
-            raise ValueError(
-                f"No checkpoint for step {', '.join(map(str, missing[:8]))}"
-                f"{' …' if len(missing) > 8 else ''}; {run.name} saved steps "
-                f"{describe_steps(run.steps)}"
-            )
-        seed_text = self.seed_edit.text().strip()
-        if not seed_text:
-            raise ValueError("Give a seed: the same seed in every column is what compares them")
-        prompt = self.prompt_edit.toPlainText().strip()
-        if "[name]" not in prompt:
-            raise ValueError("The prompt needs [name]: it becomes each column's NAME-STEP")
+    def form(self) -> GridForm:
+        """The fields as they stand (spin boxes take what is typed in them)."""
         for spin in (self.steps_spin, self.cfg_spin, self.width_spin, self.height_spin):
             spin.interpretText()
-        extra = [m for m in self.extra_models() if m != run.model]
-        models = (run.model or "", *extra) if extra else ()
-        return GridSpec(
-            run_id=run.id,
-            steps=tuple(steps),
-            seed=int(seed_text),
+        run = self.selected_run()
+        return GridForm(
+            run_id=run.id if run else None,
+            steps=self.steps_edit.text(),
+            seed=self.seed_edit.text(),
             batch=self.batch_spin.value(),
-            prompt=prompt,
-            negative_prompt=self.negative_edit.toPlainText().strip(),
+            prompt=self.prompt_edit.toPlainText(),
+            negative_prompt=self.negative_edit.toPlainText(),
             sampler=self.sampler_combo.currentText(),
             schedule_type=self._schedule_type(),
             sampling_steps=self.steps_spin.value(),
             cfg_scale=self.cfg_spin.value(),
             width=self.width_spin.value(),
             height=self.height_spin.value(),
-            models=tuple(models),
+            extra_models=tuple(self.extra_models()),
         )
+
+    def current_spec(self) -> GridSpec:
+        """The grid the widgets describe; ValueError saying what to fix."""
+        return grid_spec(self.form(), self._runs)
 
     def apply_steps_preset(self, every: int) -> None:
         run = self.selected_run()
         if run is None or not run.steps:
             return
-        steps = steps_preset(run.steps, every) if every > 1 else list(run.steps)
-        self.steps_edit.setText(steps_text(steps))
+        self.steps_edit.setText(steps_text(steps_preset(run.steps, every)))
 
     def show_problems(self, problems: Sequence[str]) -> None:
         text = "\n".join(p for p in problems if p)
@@ -552,10 +493,7 @@ class ComparePanel(QWidget):
         if progress.total:
             self.progress_bar.setRange(0, progress.total)
             self.progress_bar.setValue(min(progress.done, progress.total))
-        parts = [progress.message] if progress.message else []
-        if progress.total:
-            parts.append(f"ETA {format_eta(progress.eta_s)}")
-        self._status(" · ".join(parts))
+        self._status(grid_progress_text(progress))
 
     def job_finished(self, status: str, message: str = "") -> None:
         self._job_id = -1
@@ -565,9 +503,7 @@ class ComparePanel(QWidget):
             self.progress_bar.setValue(1)
         else:
             self.progress_bar.hide()
-        titles = {"done": "Done", "canceled": "Canceled", "failed": "Failed"}
-        title = titles.get(status, status.capitalize())
-        self._status(f"{title}: {message}" if message else f"{title}.", error=status == "failed")
+        self._status(status_title(status, message), error=status == "failed")
 
     def is_busy(self) -> bool:
         return self._job_id >= 0
@@ -582,8 +518,8 @@ class ComparePanel(QWidget):
             spec = self.current_spec()
         except ValueError:
             return
-        values = spec.to_json()
-        self._project.catalog.set_setting(SETTING_KEY, {k: values[k] for k in _STORED})
+        self._project.catalog.set_setting(SETTING_KEY, settings_to_store(spec))
+        self._stored_note = ""
 
     # -- the artist's actions ----------------------------------------------------------------
 
@@ -619,13 +555,7 @@ class ComparePanel(QWidget):
 
     def _show_run(self, reset_steps: bool) -> None:
         run = self.selected_run()
-        if run is None:
-            self.run_label.setText("Train an embedding first (the Train panel).")
-        else:
-            model = model_display_name(run.model) if run.model else "unknown"
-            self.run_label.setText(
-                f"{run.status} · saved steps {describe_steps(run.steps)} · trained on {model}"
-            )
+        self.run_label.setText(run_text(run))
         if reset_steps and run is not None and run.steps:
             self.steps_edit.setText(steps_text(steps_preset(run.steps)))
         self._show_models()
@@ -633,11 +563,7 @@ class ComparePanel(QWidget):
 
     def _show_models(self) -> None:
         run = self.selected_run()
-        model = model_display_name(run.model) if run and run.model else "the run's model"
-        extra = len(self.extra_models())
-        self.run_model_label.setText(
-            f"{model} (the run's own model)" + (f" + {extra} more" if extra else "")
-        )
+        self.run_model_label.setText(models_text(run, len(self.extra_models())))
         # The run's own model is always the first Z value: never offered twice.
         offered = 0
         for index in range(self.models_list.count()):
@@ -680,7 +606,7 @@ class ComparePanel(QWidget):
     def _changed(self) -> None:
         if self._loading:
             return
-        self.show_problems([])
+        self.show_problems([self._stored_note])
         self.make_button.setEnabled(self.selected_run() is not None)
         try:
             spec = self.current_spec()
@@ -689,50 +615,4 @@ class ComparePanel(QWidget):
             self.axes_label.setText(str(error))
             return
         self.axes_label.setStyleSheet(MUTED_STYLE)
-        z = max(1, len(spec.models))
-        cells = len(spec.steps) * spec.batch * z
-        grids = f" × {z} models" if z > 1 else ""
-        self.axes_label.setText(
-            f"{len(spec.steps)} steps × {spec.batch} seeds{grids} = {cells} images "
-            f"(seeds {spec.seed}–{spec.seed + spec.batch - 1})"
-        )
-
-
-def _grid_line(grid: GridRecord) -> str:
-    parts = [f"Grid {grid.id}"]
-    spec = grid.spec
-    if spec is not None:
-        parts.append(f"steps {describe_steps(spec.steps, limit=6)}")
-        parts.append(f"{spec.batch} seeds")
-        if len(spec.models) > 1:
-            parts.append(f"{len(spec.models)} models")
-        total = len(spec.steps) * spec.batch * max(1, len(spec.models))
-        if grid.cell_count < total:
-            parts.append(f"{grid.cell_count}/{total} cells")
-    second = [grid.created_at[:16].replace("T", " ")]
-    if grid.chosen_step is not None:
-        second.append(f"chosen step {grid.chosen_step}")
-    return " · ".join(parts) + "\n" + " · ".join(second)
-
-
-def _stored_spec(stored: object) -> GridSpec:
-    """The panel's saved values over the defaults; a value of the wrong type is dropped."""
-    default = GridSpec(run_id=0, steps=())
-    if not isinstance(stored, dict):
-        return default
-    values: dict[str, Any] = default.to_json()
-    for key in _STORED:
-        value = stored.get(key)
-        expected = type(values[key]) if values[key] is not None else str
-        if isinstance(value, bool):
-            continue
-        if key == "schedule_type" and value is None:
-            values[key] = None
-        elif key == "cfg_scale" and isinstance(value, int | float):
-            values[key] = float(value)
-        elif isinstance(value, expected):
-            values[key] = value
-    try:
-        return GridSpec.from_json(values)
-    except (TypeError, ValueError):
-        return default
+        self.axes_label.setText(axes_text(spec))

@@ -16,9 +16,11 @@ from charstudio.presenters.train import run_row
 from charstudio.training import records
 from charstudio.training.run_files import LOSS_CSV, PREVIEW_FOLDER, read_loss_rows
 
-__all__ = ["RunSnapshot", "loss_points", "previews", "run_snapshot"]
+__all__ = ["RunSnapshot", "SavedFile", "loss_points", "previews", "run_snapshot", "sample_label"]
 
 _STEP_SUFFIX = re.compile(r"-(\d+)$")
+# A LoRA run's samples: NAME-<epoch, six digits>-<prompt index>.png
+_EPOCH_SAMPLE = re.compile(r"-(\d{6})-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,21 @@ class SavedFile:
     step: int
     path: Path  # absolute
     loss: float | None = None
+    label: str = ""  # how a preview is captioned; "" means "step N"
+
+    @property
+    def caption(self) -> str:
+        return self.label or f"step {self.step}"
+
+
+def sample_label(path: Path) -> str:
+    """A preview's caption from its file name: ``epoch 3 · 2`` for a LoRA run's second sample
+    prompt after epoch 3, ``step 40`` for a TI preview."""
+    lora = _EPOCH_SAMPLE.search(path.stem)
+    if lora:
+        return f"epoch {int(lora[1])} · {int(lora[2]) + 1}"
+    ti = _STEP_SUFFIX.search(path.stem)
+    return f"step {int(ti[1])}" if ti else path.stem
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,10 @@ def previews(folder: Path) -> list[SavedFile]:
     found = []
     preview_dir = folder / PREVIEW_FOLDER
     for path in preview_dir.glob("*.png") if preview_dir.is_dir() else ():
+        lora = _EPOCH_SAMPLE.search(path.stem)
+        if lora:  # ordered by epoch, then prompt
+            found.append(SavedFile(int(lora[1]), path, label=sample_label(path)))
+            continue
         match = _STEP_SUFFIX.search(path.stem)
         if match:
             found.append(SavedFile(int(match[1]), path))
@@ -85,6 +106,7 @@ def run_snapshot(project: Project, run_id: int) -> RunSnapshot | None:
     checkpoints = [
         SavedFile(c.step, project.file_path(c.path), c.loss)
         for c in records.run_checkpoints(project.catalog, run_id)
+        if c.step >= 0  # a LoRA run's averaged epochs are recorded with negative steps
     ]
     title = f"{run.name} · {Path(run.folder).name} · {run.status}"
     return RunSnapshot(

@@ -50,6 +50,8 @@ from charstudio.ui.grid_viewer import GridViewer
 from charstudio.ui.image_grid import MAX_CELL, MIN_CELL, ImageGridModel, ImageGridView
 from charstudio.ui.image_menu import build_image_menu, reveal_in_file_manager
 from charstudio.ui.info_panel import InfoPanel
+from charstudio.ui.lora_controller import LoraController
+from charstudio.ui.lora_panel import LoraPanel
 from charstudio.ui.loupe import LoupeItem, LoupeView
 from charstudio.ui.new_project_dialog import NewProjectDialog
 from charstudio.ui.queue_worker import QueueWorker
@@ -108,6 +110,7 @@ class MainWindow(QMainWindow):
         self.info = InfoPanel(self)
         self.generate_panel = GeneratePanel(self)
         self.train_panel = TrainPanel(self)
+        self.lora_panel = LoraPanel(self)
         self.compare_panel = ComparePanel(self)
         self.docks: dict[str, QDockWidget] = {}
         for title, widget, area in (
@@ -115,6 +118,7 @@ class MainWindow(QMainWindow):
             ("Info", self.info, Qt.RightDockWidgetArea),
             ("Generate", self.generate_panel, Qt.RightDockWidgetArea),
             ("Train", self.train_panel, Qt.RightDockWidgetArea),
+            ("LoRA", self.lora_panel, Qt.RightDockWidgetArea),
             ("Compare", self.compare_panel, Qt.RightDockWidgetArea),
         ):
             dock = QDockWidget(title, self)
@@ -125,7 +129,8 @@ class MainWindow(QMainWindow):
             self.docks[title] = dock
         self.tabifyDockWidget(self.docks["Info"], self.docks["Generate"])
         self.tabifyDockWidget(self.docks["Generate"], self.docks["Train"])
-        self.tabifyDockWidget(self.docks["Train"], self.docks["Compare"])
+        self.tabifyDockWidget(self.docks["Train"], self.docks["LoRA"])
+        self.tabifyDockWidget(self.docks["LoRA"], self.docks["Compare"])
         self.docks["Info"].raise_()
         self.info.setMinimumWidth(300)
         self.filters.setMinimumWidth(220)
@@ -138,6 +143,10 @@ class MainWindow(QMainWindow):
         )
         self.train_panel.trainRequested.connect(lambda _params: self._show_run_view(-1))
         self.run_view.closeRequested.connect(self.show_grid)
+        self.lora = LoraController(self.lora_panel, self.run_view, self)
+        self.lora.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        self.lora.runStarted.connect(lambda _run: self.stack.setCurrentIndex(RUN))
+        self.lora.runFinished.connect(lambda run_id: self.comparing.refresh_runs(run_id))
         self.run_view.previewOpened.connect(self._open_preview)
         self.run_view.compareRequested.connect(self._compare_run)
         self.training.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
@@ -425,6 +434,7 @@ class MainWindow(QMainWindow):
         if self.project is not None:
             self.generation.set_project(None, None)  # saves the panel's settings first
             self.training.set_project(None, None)
+            self.lora.set_project(None, None)
             self.comparing.set_project(None, None)
             self.analysis.set_project(None, None)
             self.project.close()
@@ -439,6 +449,8 @@ class MainWindow(QMainWindow):
         self._update_held_jobs()
         self.generation.set_project(project, self.queue_worker)
         self.training.set_project(project, self.queue_worker)
+        self.lora.set_project(project, self.queue_worker)
+        self._lora_model_choices()
         self.comparing.set_project(project, self.queue_worker)
         self.show_grid()
         catalog = project.catalog
@@ -905,6 +917,15 @@ class MainWindow(QMainWindow):
         self.comparing.refresh_runs(run_id)
         self.show_compare()
 
+    def _lora_model_choices(self) -> None:
+        """The LoRA panel offers the checkpoints the Train panel found (one folder scan)."""
+        combo = self.train_panel.model_combo
+        self.lora_panel.set_model_choices(
+            [str(combo.itemData(i)) for i in range(combo.count()) if combo.itemData(i)]
+        )
+        if not self.lora_panel.model_combo.path():
+            self.lora_panel.model_combo.set_path(combo.path())
+
     def show_compare(self) -> None:
         dock = self.docks["Compare"]
         dock.show()
@@ -938,6 +959,7 @@ class MainWindow(QMainWindow):
             return
         self.generation.refresh_choices()
         count = len(self.training.refresh_choices())
+        self._lora_model_choices()
         self.comparing.refresh()
         self.statusBar().showMessage(
             f"Model folders searched again: {count} checkpoint{'' if count == 1 else 's'}", 8000
@@ -1025,7 +1047,7 @@ class MainWindow(QMainWindow):
         return job_recovery_dialog.ask_quit(self, question)
 
     def _queue_job_started(self, job: QueuedJob) -> None:
-        controllers = (self.generation, self.analysis, self.training, self.comparing)
+        controllers = (self.generation, self.analysis, self.training, self.lora, self.comparing)
         if any(c.job_started(job) for c in controllers):
             return
         title = JOB_TITLES.get(job.kind, job.kind)
@@ -1038,7 +1060,7 @@ class MainWindow(QMainWindow):
         self._queue_dialog = dialog
 
     def _queue_job_progress(self, job: QueuedJob, event: Progress) -> None:
-        controllers = (self.generation, self.analysis, self.training, self.comparing)
+        controllers = (self.generation, self.analysis, self.training, self.lora, self.comparing)
         if any(c.job_progress(job, event) for c in controllers):
             return
         if self._queue_dialog is not None:
@@ -1049,7 +1071,7 @@ class MainWindow(QMainWindow):
             self.analysis.schedule_check()  # the new images
             self._refresh()
             return
-        if self.training.job_finished(job):
+        if self.training.job_finished(job) or self.lora.job_finished(job):
             self.generation.refresh_choices()
             self._refresh()
             return
@@ -1291,6 +1313,7 @@ class MainWindow(QMainWindow):
             self.queue_worker.shutdown(requeue=choice is QuitChoice.QUIT)
         self.generation.set_project(None, None)  # saves the Generate panel's settings
         self.training.set_project(None, None)  # and the Train panel's
+        self.lora.set_project(None, None)
         self.comparing.set_project(None, None)
         self.analysis.set_project(None, None)
         self.analysis.shutdown()

@@ -155,7 +155,7 @@ class RunView(QWidget):
             Qt.AspectRatioMode.KeepAspectRatio,
             Qt.TransformationMode.SmoothTransformation,
         )
-        item = QListWidgetItem(QIcon(icon), f"step {preview.step}")
+        item = QListWidgetItem(QIcon(icon), preview.caption)
         item.setData(PathRole, path)
         item.setToolTip(path)
         self.previews.addItem(item)

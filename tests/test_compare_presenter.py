@@ -24,6 +24,7 @@ from charstudio.presenters.compare import (
     grid_spec,
     refine_plan,
     run_choices,
+    run_text,
     settings_to_store,
     status_title,
     steps_preset,
@@ -143,6 +144,26 @@ def test_runs_are_offered_newest_first_with_their_saved_steps(project) -> None:
     assert choices[1].steps == (10, 20, 30) and choices[1].model == MODEL
     assert choices[1].label() == f"zxq · run {older} · 3 steps saved"
     assert choices[0].label().endswith("no saved steps")
+
+
+def test_lora_runs_are_offered_with_their_epochs_not_their_averages(project) -> None:
+    embedding = add_run(project, "zxq", (10, 20))
+    lora = records.create_run(
+        project.catalog,
+        name="zxq",
+        folder="runs/lora-001-zxq",
+        params={"model": MODEL, "steps_per_epoch": 4},
+        job_id=None,
+        kind="lora",
+    )
+    for step, file in ((4, "zxq-000001"), (8, "zxq-000002"), (-1, "zxq-avg-1-2")):
+        path = f"runs/lora-001-zxq/{file}.safetensors"
+        records.record_checkpoint(project.catalog, lora, step, path, 0.1, "")
+    choices = run_choices(project)
+    assert [c.id for c in choices] == [lora, embedding]
+    assert (choices[0].kind, choices[0].steps) == ("lora", (4, 8))
+    assert choices[0].label() == f"LoRA zxq · run {lora} · 2 epochs saved"
+    assert "epoch N" in run_text(choices[0])
 
 
 def test_refine_compares_every_5_saved_steps_of_the_range(project) -> None:

@@ -89,10 +89,13 @@ class RunChoice:
     status: str
     steps: tuple[int, ...]  # the steps with a saved checkpoint
     model: str | None  # the base checkpoint it was trained on
+    kind: str = "ti"  # "lora": each saved step ends an epoch; the grid labels epochs
 
     def label(self) -> str:
-        saved = f"{len(self.steps)} steps saved" if self.steps else "no saved steps"
-        return f"{self.name} · run {self.id} · {saved}"
+        unit = "epochs" if self.kind == "lora" else "steps"
+        saved = f"{len(self.steps)} {unit} saved" if self.steps else f"no saved {unit}"
+        prefix = "LoRA " if self.kind == "lora" else ""
+        return f"{prefix}{self.name} · run {self.id} · {saved}"
 
 
 @dataclass(frozen=True)
@@ -240,21 +243,26 @@ def dropped_note(dropped: Sequence[str]) -> str:
 
 
 def run_choices(project: Project) -> list[RunChoice]:
-    """The project's embedding runs, newest first, with the steps each saved."""
+    """The project's embedding and LoRA runs, newest first, with the steps each saved (a LoRA
+    run's averaged epochs, recorded with negative steps, are left to the command line)."""
     choices = []
-    for run in reversed(records.list_runs(project.catalog, kind="ti")):
-        steps = tuple(c.step for c in records.run_checkpoints(project.catalog, run.id))
+    for run in reversed(records.list_runs(project.catalog, kind=None)):
+        saved = records.run_checkpoints(project.catalog, run.id)
+        steps = tuple(c.step for c in saved if c.step >= 0)
         model = run.params.get("model")
-        choices.append(RunChoice(run.id, run.name, run.status, steps, model and str(model)))
+        choices.append(
+            RunChoice(run.id, run.name, run.status, steps, model and str(model), run.kind)
+        )
     return choices
 
 
 def run_text(run: RunChoice | None) -> str:
     """The line under the run choice."""
     if run is None:
-        return "Train an embedding first (the Train panel)."
+        return "Train an embedding or a LoRA first (the Train and LoRA panels)."
     model = model_display_name(run.model) if run.model else "unknown"
-    return f"{run.status} · saved steps {describe_steps(run.steps)} · trained on {model}"
+    epochs = " (each ends an epoch; columns read epoch N)" if run.kind == "lora" else ""
+    return f"{run.status} · saved steps {describe_steps(run.steps)}{epochs} · trained on {model}"
 
 
 def models_text(run: RunChoice | None, extra: int) -> str:

@@ -22,6 +22,7 @@ from charstudio.presenters.compare import (
     finished_grid,
     grid_line,
     grid_spec,
+    lora_folders,
     refine_plan,
     run_choices,
     run_text,
@@ -207,3 +208,19 @@ def test_cancel_takes_only_the_queued_grid_jobs_off_the_queue(project) -> None:
     assert cancel_queued_grids(project) == [grid]
     assert [job.id for job in queue.pending()] == [other]
     assert cancel_queued_grids(project) == []
+
+
+def test_lora_exports_go_to_the_installs_lora_folders(tmp_path: Path) -> None:
+    a1111 = tmp_path / "webui"
+    (a1111 / "models" / "Stable-diffusion").mkdir(parents=True)
+    (a1111 / "embeddings").mkdir()
+    comfy = tmp_path / "ComfyUI" / "models"
+    (comfy / "checkpoints").mkdir(parents=True)
+    (comfy / "embeddings").mkdir()
+    loose = tmp_path / "mine" / "embeddings"
+    loose.mkdir(parents=True)
+    assert lora_folders([a1111 / "embeddings", comfy / "embeddings", loose]) == [
+        a1111 / "models" / "Lora",
+        comfy / "loras",
+        loose,
+    ]

@@ -13,6 +13,7 @@ import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charstudio.engine.sweeps import SAMPLER_NAMES, model_display_name
@@ -369,3 +370,23 @@ def finish_text(status: str, error: str | None, result: Mapping[str, Any], grid_
         return f"grid {grid_id} done ({cells} images): suggested step {suggestion['step']}"
     reason = str(suggestion.get("reason") or "")
     return f"grid {grid_id} done ({cells} images)" + (f"; {reason}" if reason else "")
+
+
+# -- exporting ---------------------------------------------------------------------------------
+
+
+def run_kind(project: Project, run_id: int) -> str:
+    return records.get_run(project.catalog, run_id).kind
+
+
+def lora_folders(embedding_folders: Sequence[str | Path]) -> list[Path]:
+    """The export dialog's A1111/ComfyUI embedding folders, as the LoRA export wants them: the
+    LoRA folder of the install they belong to (A1111's ``models/Lora``, ComfyUI's
+    ``models/loras``). A folder that belongs to no install is used as it is."""
+    from charstudio.training.lora_export import lora_folder
+
+    out = []
+    for folder in map(Path, embedding_folders):
+        install = lora_folder(folder.parent) if folder.name.casefold() == "embeddings" else None
+        out.append(install if install is not None and install != folder.parent else folder)
+    return out

@@ -318,13 +318,20 @@ class CompareController(QObject):
         """Write NAME.pt and NAME.safetensors into the project's embeddings/ and ``folders``;
         with ``remember``, ``folders`` become the project's export folders."""
         from charstudio.engine.embeddings import EmbeddingError
+        from charstudio.presenters.compare import lora_folders, run_kind
         from charstudio.training.export import export_embedding
+        from charstudio.training.lora_export import export_lora
 
         if self.project is None:
             return None
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)  # torch loads on first use
         try:
-            result = export_embedding(self.project, run_id, step, folders=folders, name=name)
+            if run_kind(self.project, run_id) == "lora":
+                result = export_lora(
+                    self.project, run_id, step=step, folders=lora_folders(folders), name=name
+                )
+            else:
+                result = export_embedding(self.project, run_id, step, folders=folders, name=name)
         except (ValueError, KeyError, OSError, EmbeddingError) as error:
             text = f"Export failed: {str(error).strip(chr(39) + chr(34))}"
             self.viewer.show_note(text)
@@ -338,8 +345,9 @@ class CompareController(QObject):
         if grid_id is not None:
             self.viewer.load_grid(self.project, grid_id)  # the export marks the step chosen
         places = 1 + len(folders)
+        written = ", ".join(sorted({Path(f).name for f in result.files if Path(f).suffix}))
         self.viewer.show_note(
-            f"Exported step {step} as {result.name}.pt and {result.name}.safetensors into "
+            f"Exported step {step} as {written} into "
             f"{places} folder{'s' if places != 1 else ''}:\n" + "\n".join(result.files),
         )
         self.message.emit(f"Exported {result.name} (step {step}): {len(result.files)} files")

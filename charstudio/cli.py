@@ -465,21 +465,48 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_train_ti(args: argparse.Namespace) -> int:
-    from charstudio.jobs.queue import JobQueue
     from charstudio.training.cli_args import train_ti_params_from_args
     from charstudio.training.ti import check_train_params
 
+    def line(checkpoint: dict[str, Any]) -> str:
+        return f"step {checkpoint['step']:>5}  {checkpoint['file']}"
+
+    return _run_training(args, "train-ti", train_ti_params_from_args, check_train_params, line)
+
+
+def cmd_train_lora(args: argparse.Namespace) -> int:
+    from charstudio.training.lora import check_lora_params
+    from charstudio.training.lora_cli_args import train_lora_params_from_args
+
+    def line(checkpoint: dict[str, Any]) -> str:
+        epoch = checkpoint.get("epoch", "?")
+        return f"epoch {epoch:>4}  step {checkpoint['step']:>6}  {checkpoint['file']}"
+
+    return _run_training(args, "train-lora", train_lora_params_from_args, check_lora_params, line)
+
+
+def _run_training(
+    args: argparse.Namespace,
+    kind: str,
+    params_from_args: Callable[[Project, argparse.Namespace], dict[str, Any]],
+    check: Callable[[Project, dict[str, Any]], tuple[list[str], list[str]]],
+    checkpoint_line: Callable[[dict[str, Any]], str],
+) -> int:
+    """Check, queue and run a training job of ``kind``; prints its checkpoints (one
+    ``checkpoint_line`` each) and how the run ended, or the JSON of both."""
+    from charstudio.jobs.queue import JobQueue
+
     with Project.open(Path(args.project)) as project:
         try:
-            params = train_ti_params_from_args(project, args)
+            params = params_from_args(project, args)
         except ValueError as exc:
             raise CatalogError(str(exc)) from exc
-        problems, warnings = check_train_params(project, params)
+        problems, warnings = check(project, params)
         if problems:
             raise CatalogError("\n  ".join(["cannot train:", *problems]))
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        job_id = JobQueue(project).submit("train-ti", params)
+        job_id = JobQueue(project).submit(kind, params)
         ended = _run_queued(project, job_id, args.json)
         job = project.catalog.job(job_id)
         result = json.loads(job["result"]) if job.get("result") else {}
@@ -497,47 +524,7 @@ def cmd_train_ti(args: argparse.Namespace) -> int:
         _print_json(out)
     else:
         for checkpoint in out.get("checkpoints", []):
-            print(f"step {checkpoint['step']:>5}  {checkpoint['file']}")
-        tail = f" ({out['error']})" if out["error"] else ""
-        print(f"run {out.get('run_id')}: {out['status']} at step {out.get('step')}{tail}")
-    return 0 if out["status"] in ("done", "paused") else 1
-
-
-def cmd_train_lora(args: argparse.Namespace) -> int:
-    from charstudio.jobs.queue import JobQueue
-    from charstudio.training.lora import check_lora_params
-    from charstudio.training.lora_cli_args import train_lora_params_from_args
-
-    with Project.open(Path(args.project)) as project:
-        try:
-            params = train_lora_params_from_args(project, args)
-        except ValueError as exc:
-            raise CatalogError(str(exc)) from exc
-        problems, warnings = check_lora_params(project, params)
-        if problems:
-            raise CatalogError("\n  ".join(["cannot train:", *problems]))
-        for warning in warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        job_id = JobQueue(project).submit("train-lora", params)
-        ended = _run_queued(project, job_id, args.json)
-        job = project.catalog.job(job_id)
-        result = json.loads(job["result"]) if job.get("result") else {}
-        if not result:  # failed: say which run, and which epochs it kept
-            result = _failed_run_result(project, job_id)
-        for checkpoint in result.get("checkpoints", []):
-            checkpoint["file"] = str(project.root / checkpoint["path"])
-        out = {
-            "job_id": job_id,
-            "status": result.get("status") or (ended.status if ended else job["status"]),
-            "error": job.get("error"),
-            **{k: v for k, v in result.items() if k != "status"},
-        }
-    if args.json:
-        _print_json(out)
-    else:
-        for checkpoint in out.get("checkpoints", []):
-            epoch = checkpoint.get("epoch", "?")
-            print(f"epoch {epoch:>4}  step {checkpoint['step']:>6}  {checkpoint['file']}")
+            print(checkpoint_line(checkpoint))
         tail = f" ({out['error']})" if out["error"] else ""
         print(f"run {out.get('run_id')}: {out['status']} at step {out.get('step')}{tail}")
     return 0 if out["status"] in ("done", "paused") else 1
@@ -545,12 +532,12 @@ def cmd_train_lora(args: argparse.Namespace) -> int:
 
 def cmd_captions(args: argparse.Namespace) -> int:
     from charstudio.training.captions import project_captions, write_caption_files
-    from charstudio.training.cli_args import _images
+    from charstudio.training.cli_common import images_param
     from charstudio.training.dataset import ImageSelectionError, gather_images
 
     with Project.open(Path(args.project)) as project:
         try:
-            images = gather_images(project, _images(args.images))
+            images = gather_images(project, images_param(args.images))
         except (ImageSelectionError, ValueError) as exc:
             raise CatalogError(str(exc)) from exc
         ids = [image.image_id for image in images if image.image_id is not None]

@@ -17,6 +17,14 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from charstudio.training.cli_common import (
+    add_device_option,
+    add_images_option,
+    new_run_params,
+    option_changes,
+    resume_params,
+    sampler_changes,
+)
 from charstudio.training.settings import (
     CLIP_GRAD_MODES,
     LATENT_SAMPLING_METHODS,
@@ -77,14 +85,7 @@ def train_ti_arguments(parser: argparse.ArgumentParser, *, project: bool = True)
     add("--save-every", type=int, metavar="N", help="save the embedding every N steps (1)")
     add("--preview-every", type=int, metavar="N", help="preview image every N steps (5)")
     add("--template", metavar="FILE", help="prompt template file ([name], [filewords])")
-    add(
-        "--images",
-        nargs="+",
-        default=None,
-        metavar="picks|all|PATH",
-        help="what to train on: picks (default), all, or image ids, files and folders",
-    )
-    add("--resume", metavar="RUN", help="continue a run (its id or folder name)")
+    add_images_option(add, resume_help="continue a run (its id or folder name)")
     add("--width", type=int, help="training width (512)")
     add("--height", type=int, help="training height (512)")
     add("--seed", type=int, help="training seed (-1: random)")
@@ -107,35 +108,12 @@ def train_ti_arguments(parser: argparse.ArgumentParser, *, project: bool = True)
     add("--preview-sampler", help='A1111 sampler name, e.g. "DPM++ 2M Karras"')
     add("--preview-steps", type=int)
     add("--preview-cfg", type=float)
-    add("--device", help="cuda, cuda:1, cpu (default: the project's engine setting)")
-
-
-def _images(values: list[str] | None) -> str | list[int | str]:
-    if not values:
-        return "picks"
-    if len(values) == 1 and values[0] in ("picks", "all"):
-        return values[0]
-    out: list[int | str] = []
-    for value in values:
-        if value in ("picks", "all"):
-            raise ValueError("--images: picks and all cannot be combined with other images")
-        out.append(int(value) if value.isdigit() else str(Path(value).expanduser().resolve()))
-    return out
+    add_device_option(add)
 
 
 def _settings_changes(args: argparse.Namespace) -> dict[str, Any]:
-    changes: dict[str, Any] = {}
-    for dest, setting in {**_SETTING_OPTIONS, **_FLAGS}.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            changes[setting] = value
-    if getattr(args, "preview_sampler", None):
-        from charstudio.engine.samplers import split_sampler_name
-
-        sampler, schedule = split_sampler_name(args.preview_sampler)
-        changes["preview_sampler"] = sampler
-        if schedule is not None:
-            changes["preview_schedule_type"] = schedule
+    changes = option_changes(args, {**_SETTING_OPTIONS, **_FLAGS})
+    changes.update(sampler_changes(args, "preview_sampler", "preview_sampler"))
     if getattr(args, "template", None):
         path = Path(args.template).expanduser()
         if not path.is_file():
@@ -147,35 +125,11 @@ def _settings_changes(args: argparse.Namespace) -> dict[str, Any]:
 def train_ti_params_from_args(project: Project, args: argparse.Namespace) -> dict[str, Any]:
     """The job params for parsed ``train-ti`` arguments; ValueError with a message when they do
     not fit together."""
-    from charstudio.training.records import find_run
     from charstudio.training.settings import TrainTISettings
 
     changes = _settings_changes(args)
-    device = getattr(args, "device", None)
     if args.resume:
-        try:
-            run = find_run(project.catalog, args.resume)
-        except KeyError as error:
-            raise ValueError(str(error.args[0])) from None
-        fixed = sorted(k for k in changes if k != "max_steps")
-        if fixed or args.model or args.images:
-            raise ValueError(
-                "--resume continues a run with its own settings, model and images; only "
-                "--steps may change"
-            )
-        return {
-            "resume_run_id": run.id,
-            "max_steps": changes.get("max_steps"),
-            "device": device,
-        }
-    if not args.model:
-        raise ValueError("--model is required (the checkpoint to train on)")
-    settings = TrainTISettings.for_project(project, **changes)
-    return {
-        "settings": settings.to_json(),
-        "model": args.model,
-        "vae": args.vae,
-        "images": _images(args.images),
-        "resume_run_id": None,
-        "device": device,
-    }
+        return resume_params(
+            project, args, changes, setting="max_steps", option="--steps", param="max_steps"
+        )
+    return new_run_params(TrainTISettings.for_project(project, **changes).to_json(), args)

@@ -41,26 +41,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charstudio import __version__
-from charstudio.jobs.protocol import CancelToken, Job, JobCanceled, ProgressClock
-from charstudio.portable_paths import WINDOWS_MAX_PATH, path_length_problem
+from charstudio.jobs.protocol import CancelToken, Job, ProgressClock
 from charstudio.training import records
 from charstudio.training.dataset import ImageSelectionError, TrainingImage, gather_images
 from charstudio.training.lora_settings import TrainLoraSettings
-from charstudio.training.pause import clear_pause, pause_requested
 from charstudio.training.run_files import (
     LOSS_CSV,
     PREVIEW_FOLDER,
-    SETTINGS_JSON,
-    append_loss_row,
-    latest_state,
-    newest_state_step,
     read_loss_rows,
     save_state,
-    write_json,
-    write_loss_rows,
 )
-from charstudio.training.settings import TrainSettingsError
-from charstudio.training.ti import TrainingError, TrainResult, _device, _finite_float, _vae_path
+from charstudio.training.run_job import (
+    TrainingError,
+    open_run,
+    run_folder_name,
+    run_training,
+    step_detail,
+    train_steps,
+    windows_path_problem,
+)
+from charstudio.training.run_plan import plan_problems, resumed_images, run_to_continue
+from charstudio.training.ti import (
+    TrainResult,
+    _device,
+    _finite_float,
+    _resolved_seed,
+    _vae_path,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -82,8 +89,6 @@ __all__ = [
 ]
 
 PARAM_KEYS = ("settings", "model", "vae", "images", "resume_run_id", "epochs", "device")
-RUNS_FOLDER = "runs"
-RUN_FOLDER_NAME_LENGTH = 24
 _EPOCH_SUFFIX = re.compile(r"-(\d+)-(\d+)$")
 
 
@@ -152,12 +157,6 @@ class LoraPlan:
 
 
 # -- planning ------------------------------------------------------------------------------
-
-
-def _resolved_seed(seed: int) -> int:
-    from charstudio.engine.seeds import resolve_seed
-
-    return resolve_seed(seed)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -281,13 +280,7 @@ def _resume_plan(project: Project, params: dict[str, Any], run: records.RunRecor
     if params.get("epochs") is not None:
         settings = settings.replace(epochs=int(params["epochs"]))
     settings.validate()
-    images = [TrainingImage.from_json(project, item) for item in stored.get("images", [])]
-    missing = [str(image.path) for image in images if not image.path.is_file()]
-    if missing:
-        raise ImageSelectionError(
-            f"run {run.id} cannot resume: {len(missing)} of its images are missing, e.g. "
-            f"{missing[0]}"
-        )
+    images = resumed_images(project, run)
     return LoraPlan(
         settings,
         images,
@@ -310,67 +303,33 @@ def _resume_plan(project: Project, params: dict[str, Any], run: records.RunRecor
 def plan_lora(project: Project, params: dict[str, Any], job_id: int = 0) -> LoraPlan:
     """Resolve the params into a plan; raises :class:`TrainingError` (or a ValueError subclass
     with the artist-facing message) when the run cannot start."""
-    unknown = sorted(set(params) - set(PARAM_KEYS))
-    if unknown:
-        raise TrainingError(f"unknown LoRA training parameter(s): {', '.join(unknown)}")
-    run = None
-    if params.get("resume_run_id") is not None:
-        try:
-            run = records.get_run(project.catalog, int(params["resume_run_id"]))
-        except KeyError as error:
-            raise TrainingError(str(error.args[0])) from None
-        if run.kind != "lora":
-            raise TrainingError(f"run {run.id} is a {run.kind} run, not a LoRA run")
-    elif job_id:
-        run = records.run_for_job(project.catalog, job_id)
+    run = run_to_continue(
+        project,
+        params,
+        job_id,
+        param_keys=PARAM_KEYS,
+        what="LoRA training",
+        kind="lora",
+        kind_name="LoRA",
+    )
     return _resume_plan(project, params, run) if run else _new_plan(project, params)
 
 
 def check_lora_params(project: Project, params: dict[str, Any]) -> tuple[list[str], list[str]]:
     """``(problems, warnings)`` for params, before a job is queued; loads no model."""
-    from charstudio.engine.model_loading import ModelLoadError
-    from charstudio.engine.runner import resolve_model
-
-    try:
-        plan = plan_lora(project, params)
-    except TrainSettingsError as error:
-        return error.problems, []
-    except (TrainingError, ValueError) as error:
-        return [str(error)], []
-    try:
-        resolve_model(project, plan.model)
-    except ModelLoadError as error:
-        return [str(error)], plan.warnings
-    return [], plan.warnings
+    return plan_problems(project, lambda: plan_lora(project, params))
 
 
 # -- the run folder and its rows -------------------------------------------------------------
 
 
 def _run_folder(number: int, name: str) -> str:
-    return f"{RUNS_FOLDER}/lora-{number:03d}-{name[:RUN_FOLDER_NAME_LENGTH]}"
-
-
-def _new_run_folder(project: Project, name: str) -> str:
-    taken = {run.folder for run in records.list_runs(project.catalog, kind=None)}
-    number = 1
-    while True:
-        folder = _run_folder(number, name)
-        if folder not in taken and not (project.root / folder).exists():
-            return folder
-        number += 1
+    return run_folder_name("lora", number, name)
 
 
 def _path_problem(project_root: Path, folder: str, name: str) -> str | None:
-    root = project_root / folder
-    deepest = root / PREVIEW_FOLDER / f"{epoch_stem(name, 999999)}-99.png"
-    if path_length_problem(deepest) is None:
-        return None
-    return (
-        f"the run's files would have paths up to {len(str(deepest))} characters long (e.g. "
-        f"{deepest}), but Windows allows only {WINDOWS_MAX_PATH} (long paths are not enabled "
-        "on this PC); use a shorter name or move the project nearer the top of the drive"
-    )
+    deepest = project_root / folder / PREVIEW_FOLDER / f"{epoch_stem(name, 999999)}-99.png"
+    return windows_path_problem(deepest, "name")
 
 
 def _run_params(project: Project, plan: LoraPlan, components: Any = None) -> dict[str, Any]:
@@ -403,30 +362,20 @@ def _run_params(project: Project, plan: LoraPlan, components: Any = None) -> dic
 
 
 def _open_run(project: Project, plan: LoraPlan, job_id: int) -> tuple[int, Path]:
-    catalog = project.catalog
-    if plan.run is None:
-        folder_name = _new_run_folder(project, plan.settings.name)
-        run_id = records.create_run(
-            catalog,
-            name=plan.settings.name,
-            folder=folder_name,
-            params=_run_params(project, plan),
-            job_id=job_id or None,
-            kind="lora",
-        )
-        records.add_run_images(catalog, run_id, (image.image_id for image in plan.images))
-    else:
-        run_id, folder_name = plan.run.id, plan.run.folder
-        stored = {
-            **plan.run.params,
+    return open_run(
+        project,
+        job_id,
+        kind="lora",
+        name=plan.settings.name,
+        run=plan.run,
+        new_params=lambda: _run_params(project, plan),
+        resumed_params=lambda stored: {
+            **stored,
             "settings": plan.settings.to_json(),
             "epochs": plan.epochs,
-        }
-        records.set_run_status(catalog, run_id, "running", job_id=job_id or None, params=stored)
-        write_json(project.root / folder_name / SETTINGS_JSON, stored)
-    folder = project.root / folder_name
-    folder.mkdir(parents=True, exist_ok=True)
-    return run_id, folder
+        },
+        image_ids=(image.image_id for image in plan.images),
+    )
 
 
 def _sample_paths(folder: Path) -> list[Path]:
@@ -649,14 +598,10 @@ def render_sample(
     """One sample with the LoRA as it is now (its layers are on the model), and its infotext:
     the prompt with ``<lora:NAME-EPOCH:1>`` when the epoch's file exists, so the same image can
     be made again from the file."""
-    import torch
-
     from charstudio.engine.conditioning import PromptEncoder
-    from charstudio.engine.nonfinite import bad_rows, latents_message
-    from charstudio.engine.sampling import iter_sample_latents
     from charstudio.engine.sweeps import GenerationSettings
     from charstudio.metadata.infotext import format_infotext
-    from charstudio.training.previews import PreviewFailed, _decode_finite
+    from charstudio.training.previews import sample_finite
 
     prompt = sample.prompt
     extras: dict[str, object] = {}
@@ -687,33 +632,21 @@ def render_sample(
     training = components.unet.training
     components.unet.eval()
     try:
-        with torch.no_grad():
-            loop = iter_sample_latents(
-                unet=components.unet,
-                vae=components.vae,
-                encoder=encoder,
-                prompt=sample.prompt,
-                negative_prompt=sample.negative_prompt,
-                seeds=[sample.seed],
-                steps=settings.sample_steps,
-                cfg_scale=settings.sample_cfg_scale,
-                width=sample.width,
-                height=sample.height,
-                sampler=settings.sample_sampler,
-                schedule_type=settings.sample_schedule_type,
-                scheduler_config=components.scheduler_config,
-                device=str(device),
-            )
-            while True:
-                try:
-                    step, total, current = next(loop)
-                except StopIteration as done:
-                    latents = done.value
-                    break
-                if bad_rows(current):
-                    loop.close()
-                    raise PreviewFailed(latents_message(step, total, generation.sampler))
-            image = _decode_finite(components.vae, latents)
+        image = sample_finite(
+            components,
+            encoder,
+            device=device,
+            sampler_label=generation.sampler,
+            prompt=sample.prompt,
+            negative_prompt=sample.negative_prompt,
+            seeds=[sample.seed],
+            steps=settings.sample_steps,
+            cfg_scale=settings.sample_cfg_scale,
+            width=sample.width,
+            height=sample.height,
+            sampler=settings.sample_sampler,
+            schedule_type=settings.sample_schedule_type,
+        )
     finally:
         components.unet.train(training)
     params = generation.to_params(sample.seed, model_hash=components.model_hash, extras=extras)
@@ -721,11 +654,6 @@ def render_sample(
 
 
 # -- the job ---------------------------------------------------------------------------------
-
-
-def _restore_loss_log(folder: Path, step: int) -> None:
-    rows = [row for row in read_loss_rows(folder / LOSS_CSV) if int(row["step"]) <= step]
-    write_loss_rows(folder / LOSS_CSV, rows)
 
 
 def train_lora_job(
@@ -747,73 +675,42 @@ def train_lora_job(
     cancel = cancel or CancelToken()
     plan = plan_lora(project, params, job_id)
     plan.device = plan.device or _device(project, params)
-    catalog = project.catalog
     run_id, folder = _open_run(project, plan, job_id)
     clock = ProgressClock(plan.end_step)
-    trainer: LoraTrainer | None = None
-    components: Any = None
-    step = newest_state_step(folder) if plan.run is not None else 0
-    if plan.run is not None and step >= plan.end_step:
-        clear_pause(folder)
-        records.set_run_status(catalog, run_id, "done")
-        return _result(project, run_id, folder, plan, "done", step)
-    try:
-        yield clock(step, f"Loading {plan.model}", run_id=run_id, step=step)
-        components = _load_model(project, plan, loader)
-        if plan.run is None:
-            run_params = _run_params(project, plan, components)
-            records.set_run_status(catalog, run_id, "running", params=run_params)
-            write_json(folder / SETTINGS_JSON, run_params)
-        trainer = yield from _start_trainer(plan, components, folder, clock, run_id, cancel, step)
-        step = trainer.step
+
+    def train(trainer: LoraTrainer, components: Any) -> Job[str]:
         writer = _RunWriter(project, run_id, folder, plan, components, trainer)
+        step = trainer.step
         writer.saved_step = step if plan.run is not None else None
         if step == 0 and plan.settings.sample_every_epochs and plan.samples:
             yield from _emit_samples(writer, clock, 0, {"run_id": run_id, "step": 0, "epoch": 0})
-        status = yield from _train(trainer, writer, clock, cancel)
-        step = trainer.step
-        clear_pause(folder)
-        records.set_run_status(catalog, run_id, status)
-        return _result(project, run_id, folder, plan, status, step)
-    except JobCanceled:
-        records.set_run_status(catalog, run_id, "canceled")
-        step = trainer.step if trainer is not None else step
-        return _result(project, run_id, folder, plan, "canceled", step)
-    except GeneratorExit:
-        if cancel.canceled:
-            records.set_run_status(catalog, run_id, "canceled")
-        raise
-    except Exception as error:
-        from charstudio.engine.runtime import is_out_of_memory
+        return (yield from _train(trainer, writer, clock, cancel))
 
-        message = _out_of_memory_message(plan) if is_out_of_memory(error) else f"{error}"
-        records.set_run_status(catalog, run_id, "failed", error=message)
-        if is_out_of_memory(error):
-            raise TrainingError(message) from None
-        raise
-    finally:
-        if trainer is not None:
-            trainer.close()
-        del trainer, components
-        from charstudio.engine.runtime import free_gpu_memory
-
-        free_gpu_memory()
+    return (
+        yield from run_training(
+            project,
+            run_id,
+            folder,
+            model=plan.model,
+            resumed=plan.run is not None,
+            end_step=plan.end_step,
+            clock=clock,
+            cancel=cancel,
+            load=lambda: _load_model(project, plan, loader),
+            run_params=lambda components: _run_params(project, plan, components),
+            make_trainer=lambda components: _make_trainer(plan, components),
+            train=train,
+            result=lambda status, step: _result(project, run_id, folder, plan, status, step),
+            out_of_memory_message=lambda: _out_of_memory_message(plan),
+        )
+    )
 
 
-def _start_trainer(
-    plan: LoraPlan,
-    components: Any,
-    folder: Path,
-    clock: ProgressClock,
-    run_id: int,
-    cancel: CancelToken,
-    shown_step: int,
-) -> Job[LoraTrainer]:
-    """Build the trainer, encode the images and, for a resumed run, load its newest state."""
+def _make_trainer(plan: LoraPlan, components: Any) -> LoraTrainer:
     from charstudio.training.lora_trainer import LoraTrainer, OptimizerUnavailable
 
     try:
-        trainer = LoraTrainer(
+        return LoraTrainer(
             components,
             plan.settings,
             plan.images,
@@ -825,19 +722,6 @@ def _start_trainer(
         )
     except OptimizerUnavailable as error:
         raise TrainingError(str(error)) from None
-    try:
-        for done, total in trainer.prepare():
-            cancel.raise_if_canceled()
-            message = f"Encoding images {done}/{total}"
-            yield clock(shown_step, message, run_id=run_id, step=shown_step)
-        state = latest_state(folder) if plan.run is not None else None
-        if state is not None:
-            trainer.load_state_dict(state)
-    except BaseException:
-        trainer.close()
-        raise
-    _restore_loss_log(folder, trainer.step)
-    return trainer
 
 
 def _emit_samples(
@@ -857,48 +741,26 @@ def _train(
     trainer: LoraTrainer, writer: _RunWriter, clock: ProgressClock, cancel: CancelToken
 ) -> Job[str]:
     """Train to the end (returns "done") or until a pause is requested (returns "paused")."""
-    from charstudio.training.ti_trainer import NonFiniteTraining
-
     plan = writer.plan
     settings = plan.settings
     end_step = trainer.end_step
     spe = trainer.steps_per_epoch
     save_every = settings.save_every_epochs or 1
     run_id = writer.run_id
-    started = time.perf_counter()
-    steps_here = 0
-    current = min(trainer.epochs_done + 1, plan.epochs)
-    yield clock(
-        trainer.step,
-        f"Epoch {current}/{plan.epochs}, step {trainer.step}/{end_step}",
-        run_id=run_id,
-        step=trainer.step,
-        epoch=trainer.epochs_done,
-    )
-    while trainer.step < end_step:
-        cancel.raise_if_canceled()
-        if pause_requested(writer.folder):
-            if writer.saved_step != trainer.step:
-                writer.save_state_only()
-            return "paused"
-        try:
-            stats = trainer.train_step(cancel)
-        except NonFiniteTraining as error:
-            kept = (
-                f"The last finite epoch saved, at step {writer.saved_step}, is kept."
-                if writer.saved_step
-                else "No epoch had been saved yet."
-            )
-            raise TrainingError(f"{error} {kept}") from None
-        steps_here += 1
-        append_loss_row(
-            writer.folder / LOSS_CSV,
-            stats.step,
-            stats.loss,
-            stats.learning_rate,
-            stats.images_per_s,
+
+    def pause() -> None:
+        if writer.saved_step != trainer.step:
+            writer.save_state_only()
+
+    def kept() -> str:
+        return (
+            f"The last finite epoch saved, at step {writer.saved_step}, is kept."
+            if writer.saved_step
+            else "No epoch had been saved yet."
         )
-        detail = _step_detail(stats, steps_here / (time.perf_counter() - started), run_id)
+
+    def on_step(stats: LoraStepStats, it_per_s: float) -> Job[None]:
+        detail = step_detail(stats, it_per_s, run_id, epoch=stats.epoch)
         running = (stats.step - 1) // spe + 1  # the epoch this step belongs to, from 1
         message = (
             f"Epoch {running}/{plan.epochs}, step {stats.step}/{end_step} · loss {stats.loss:.4f}"
@@ -914,18 +776,25 @@ def _train(
                 yield from _emit_samples(
                     writer, clock, epoch, {"run_id": run_id, "step": stats.step, "epoch": epoch}
                 )
-                continue
+                return
         yield clock(stats.step, message, **detail)
-    return "done"
 
-
-def _step_detail(stats: LoraStepStats, it_per_s: float, run_id: int) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "step": stats.step,
-        "epoch": stats.epoch,
-        "loss": stats.loss,
-        "learning_rate": stats.learning_rate,
-        "it_per_s": it_per_s,
-        "images_per_s": stats.images_per_s,
-    }
+    current = min(trainer.epochs_done + 1, plan.epochs)
+    opening = clock(
+        trainer.step,
+        f"Epoch {current}/{plan.epochs}, step {trainer.step}/{end_step}",
+        run_id=run_id,
+        step=trainer.step,
+        epoch=trainer.epochs_done,
+    )
+    return (
+        yield from train_steps(
+            trainer,
+            writer.folder,
+            cancel,
+            opening=opening,
+            on_pause=pause,
+            kept=kept,
+            on_step=on_step,
+        )
+    )

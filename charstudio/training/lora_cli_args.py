@@ -15,7 +15,14 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from charstudio.training.cli_args import _images
+from charstudio.training.cli_common import (
+    add_device_option,
+    add_images_option,
+    new_run_params,
+    option_changes,
+    resume_params,
+    sampler_changes,
+)
 from charstudio.training.lora_settings import LORA_OPTIMIZERS, LORA_PRECISIONS, LORA_SCHEDULERS
 
 if TYPE_CHECKING:
@@ -121,33 +128,16 @@ def train_lora_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--sample-seed", type=int, action="append", metavar="SEED", help="seed for the samples")
     add("--max-samples", type=int, metavar="N", help="samples per epoch from the images (4)")
-    add(
-        "--images",
-        nargs="+",
-        default=None,
-        metavar="picks|all|PATH",
-        help="what to train on: picks (default), all, or image ids, files and folders",
-    )
-    add("--resume", metavar="RUN", help="continue a LoRA run (its id or folder name)")
-    add("--device", help="cuda, cuda:1, cpu (default: the project's engine setting)")
+    add_images_option(add, resume_help="continue a LoRA run (its id or folder name)")
+    add_device_option(add)
 
 
 def _settings_changes(args: argparse.Namespace) -> dict[str, Any]:
-    changes: dict[str, Any] = {}
-    for dest, setting in _SETTING_OPTIONS.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            changes[setting] = value
+    changes = option_changes(args, _SETTING_OPTIONS)
     for dest, (setting, value) in _FLAGS.items():
         if getattr(args, dest, None):
             changes[setting] = value
-    if getattr(args, "sample_sampler", None):
-        from charstudio.engine.samplers import split_sampler_name
-
-        sampler, schedule = split_sampler_name(args.sample_sampler)
-        changes["sample_sampler"] = sampler
-        if schedule is not None:
-            changes["sample_schedule_type"] = schedule
+    changes.update(sampler_changes(args, "sample_sampler", "sample_sampler"))
     if getattr(args, "sample_prompt", None):
         changes["sample_prompts"] = tuple(args.sample_prompt)
     if getattr(args, "sample_seed", None):
@@ -159,36 +149,19 @@ def train_lora_params_from_args(project: Project, args: argparse.Namespace) -> d
     """The job params for parsed ``train-lora`` arguments; ValueError with a message when they
     do not fit together."""
     from charstudio.training.lora_settings import TrainLoraSettings
-    from charstudio.training.records import find_run
 
     changes = _settings_changes(args)
-    device = getattr(args, "device", None)
     if args.resume:
-        try:
-            run = find_run(project.catalog, args.resume)
-        except KeyError as error:
-            raise ValueError(str(error.args[0])) from None
-        if run.kind != "lora":
-            raise ValueError(f"run {run.id} is a {run.kind} run; resume it with train-ti")
-        fixed = sorted(k for k in changes if k != "epochs")
-        if fixed or args.model or args.images:
-            raise ValueError(
-                "--resume continues a run with its own settings, model and images; only "
-                "--epochs may change"
-            )
-        return {"resume_run_id": run.id, "epochs": changes.get("epochs"), "device": device}
-    if not args.model:
-        raise ValueError("--model is required (the checkpoint to train on)")
+
+        def check(run: Any) -> None:
+            if run.kind != "lora":
+                raise ValueError(f"run {run.id} is a {run.kind} run; resume it with train-ti")
+
+        return resume_params(
+            project, args, changes, setting="epochs", option="--epochs", param="epochs", check=check
+        )
     optimizer = changes.pop("optimizer", None)
     settings = TrainLoraSettings()
     if optimizer:  # its usual rates first, so --unet-lr and the like still override them
         settings = settings.with_optimizer(optimizer)
-    settings = settings.replace(**changes)
-    return {
-        "settings": settings.to_json(),
-        "model": args.model,
-        "vae": args.vae,
-        "images": _images(args.images),
-        "resume_run_id": None,
-        "device": device,
-    }
+    return new_run_params(settings.replace(**changes).to_json(), args)

@@ -15,12 +15,20 @@ image ``repeats`` times.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from charstudio.training.settings import DEFAULT_SEED, TrainSettingsError
+from charstudio.training.settings import DEFAULT_SEED
+from charstudio.training.settings_checks import (
+    choice_problems,
+    is_int,
+    is_number,
+    json_fields,
+    minimum_problems,
+    raise_problems,
+    sampler_problems,
+)
 from charstudio.training.token_names import token_name_problems
 
 __all__ = [
@@ -37,14 +45,6 @@ LORA_PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 SAMPLES_PER_EPOCH = 160  # images × repeats wanted per epoch when repeats are left unset
 DEFAULT_EPOCHS = 10
 WARMUP_FRACTION = 0.05  # of all steps, for a *_with_warmup schedule without warmup steps
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -109,12 +109,7 @@ class TrainLoraSettings:
     def from_json(cls, data: Mapping[str, Any] | None) -> TrainLoraSettings:
         """Settings from JSON; missing keys take the defaults, unknown keys are an error (a typo
         must not silently train with a default). Values are checked by :meth:`validate`."""
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TrainSettingsError([f"unknown LoRA setting(s): {', '.join(unknown)}"])
-        for key in (
+        floats = (
             "alpha",
             "conv_alpha",
             "unet_lr",
@@ -126,13 +121,9 @@ class TrainLoraSettings:
             "caption_dropout",
             "tag_dropout",
             "sample_cfg_scale",
-        ):
-            if _is_int(data.get(key)):
-                data[key] = float(data[key])
-        for key in ("sample_prompts", "sample_seeds"):
-            if isinstance(data.get(key), list):
-                data[key] = tuple(data[key])
-        return cls(**data)
+        )
+        tuples = ("sample_prompts", "sample_seeds")
+        return cls(**json_fields(cls, data, what="LoRA", floats=floats, tuples=tuples))
 
     def with_optimizer(self, optimizer: str) -> TrainLoraSettings:
         """Choose an optimizer with its usual rates: Prodigy finds its own step size (rates 1.0,
@@ -202,14 +193,10 @@ class TrainLoraSettings:
         ):
             if value is not None:
                 minimums[label] = (value, 1)
-        for label, (value, minimum) in minimums.items():
-            if not _is_int(value):
-                out.append(f"{label} must be a whole number, not {value!r}")
-            elif value < minimum:
-                out.append(f"{label} must be at least {minimum}, not {value}")
-        if _is_int(self.resolution) and self.resolution % 8:
+        out += minimum_problems(minimums)
+        if is_int(self.resolution) and self.resolution % 8:
             out.append(f"resolution must be a multiple of 8, not {self.resolution}")
-        if _is_int(self.bucket_step) and self.bucket_step % 8:
+        if is_int(self.bucket_step) and self.bucket_step % 8:
             out.append(f"bucket step must be a multiple of 8, not {self.bucket_step}")
         for label, value in (
             ("network alpha", self.alpha),
@@ -220,43 +207,39 @@ class TrainLoraSettings:
             ("max gradient norm", self.max_grad_norm),
             ("sample CFG scale", self.sample_cfg_scale),
         ):
-            if not _is_number(value) or value < 0:
+            if not is_number(value) or value < 0:
                 out.append(f"{label} must be a number ≥ 0, not {value!r}")
         for label, value in (
             ("UNet learning rate", self.unet_lr),
             ("text encoder rate", self.te_lr),
         ):
-            if not _is_number(value) or value <= 0:
+            if not is_number(value) or value <= 0:
                 out.append(f"{label} must be a positive number, not {value!r}")
         for label, value in (
             ("caption dropout", self.caption_dropout),
             ("tag dropout", self.tag_dropout),
         ):
-            if not _is_number(value) or not 0 <= value <= 1:
+            if not is_number(value) or not 0 <= value <= 1:
                 out.append(f"{label} must be between 0 and 1, not {value!r}")
-        for label, value, choices in (
-            ("optimizer", self.optimizer, LORA_OPTIMIZERS),
-            ("scheduler", self.scheduler, LORA_SCHEDULERS),
-            ("precision", self.precision, LORA_PRECISIONS),
-        ):
-            if value not in choices:
-                out.append(f"{label} must be one of {', '.join(choices)}, not {value!r}")
-        if not all(_is_int(s) for s in self.sample_seeds):
+        out += choice_problems(
+            (
+                ("optimizer", self.optimizer, LORA_OPTIMIZERS),
+                ("scheduler", self.scheduler, LORA_SCHEDULERS),
+                ("precision", self.precision, LORA_PRECISIONS),
+            )
+        )
+        if not all(is_int(s) for s in self.sample_seeds):
             out.append("sample seeds must be whole numbers")
         if self.sample_every_epochs:
-            from charstudio.engine.samplers import resolve_sampler
-
-            try:
-                resolve_sampler(self.sample_sampler, self.sample_schedule_type)
-            except (ValueError, TypeError, AttributeError) as error:
-                out.append(f"sample sampler: {error}")
+            out += sampler_problems(
+                "sample sampler", self.sample_sampler, self.sample_schedule_type
+            )
         return out
 
     def validate(self) -> None:
-        """Raise :class:`TrainSettingsError` listing every problem."""
-        problems = self.problems()
-        if problems:
-            raise TrainSettingsError(problems)
+        """Raise :class:`~charstudio.training.settings_checks.TrainSettingsError` listing every
+        problem."""
+        raise_problems(self.problems())
 
     def warnings(self) -> list[str]:
         """What may be a mistake but still trains."""

@@ -23,7 +23,6 @@ device and :meth:`state_dict` / :meth:`load_state_dict` continue it exactly.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
@@ -34,9 +33,21 @@ from typing import TYPE_CHECKING, Any
 from charstudio.jobs.protocol import CancelToken, JobError
 from charstudio.training.captions import join_tags, split_tags
 from charstudio.training.dataset import TrainingImage, load_training_pixels
+from charstudio.training.frozen_model import (
+    autocast,
+    autocast_dtype,
+    freeze,
+    noise_scheduler,
+    nonfinite_cause,
+    optimizer_step,
+    restore_random_streams,
+    slow_down,
+    speed_up,
+    thaw,
+)
 from charstudio.training.latents import LatentCache, encode_latents, pixels_to_tensor
 from charstudio.training.lora_settings import TrainLoraSettings
-from charstudio.training.ti_trainer import SD15_NOISE_SCHEDULE, NonFiniteTraining, StepStats
+from charstudio.training.ti_trainer import NonFiniteTraining, StepStats
 
 if TYPE_CHECKING:
     import torch
@@ -200,7 +211,6 @@ class LoraTrainer:
         scheduler_config: dict[str, Any] | None = None,
     ) -> None:
         import torch
-        from diffusers import DDPMScheduler
 
         from charstudio.training.lora_network import LoraNetwork
 
@@ -222,13 +232,7 @@ class LoraTrainer:
         self.end_step = self.steps_per_epoch * epochs
         self.warmup = settings.warmup_for(self.end_step)
 
-        self._grad_flags = [
-            (p, p.requires_grad)
-            for model in (self.unet, self.vae, self.text_encoder)
-            for p in model.parameters()
-        ]
-        for model in (self.unet, self.vae, self.text_encoder):
-            model.requires_grad_(False)
+        self._grad_flags = freeze(self.unet, self.vae, self.text_encoder)
         self.network = LoraNetwork(
             self.unet,
             self.text_encoder if settings.train_text_encoder else None,
@@ -241,19 +245,12 @@ class LoraTrainer:
         self.network_params = self.network.parameters()
         self._prepare_networks()
 
-        config = {**SD15_NOISE_SCHEDULE, **(scheduler_config or {})}
-        self.noise_scheduler = DDPMScheduler(
-            num_train_timesteps=int(config["num_train_timesteps"]),
-            beta_start=float(config["beta_start"]),
-            beta_end=float(config["beta_end"]),
-            beta_schedule=str(config["beta_schedule"]),
-            prediction_type="epsilon",
-        )
+        self.noise_scheduler = noise_scheduler(scheduler_config)
         alphas = self.noise_scheduler.alphas_cumprod.to(torch.float32)
         self.snr = alphas / (1.0 - alphas)
 
         self.optimizer = self._make_optimizer()
-        self.autocast_dtype = self._autocast_dtype()
+        self.autocast_dtype = autocast_dtype(self.unet, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
         self.rng = random.Random(settings.seed)
         self.generator = torch.Generator().manual_seed(settings.seed)
@@ -303,40 +300,19 @@ class LoraTrainer:
         return Prodigy(groups, weight_decay=settings.weight_decay)
 
     def _prepare_networks(self) -> None:
-        import torch
-
-        if hasattr(self.unet, "set_attn_processor"):
-            from diffusers.models.attention_processor import AttnProcessor2_0
-
-            for model in (self.unet, self.vae):
-                model.set_attn_processor(AttnProcessor2_0())
-        self._cudnn_benchmark = torch.backends.cudnn.benchmark
-        if self.device.type == "cuda":
-            self.unet.to(memory_format=torch.channels_last)
-            torch.backends.cudnn.benchmark = True
         self._checkpointing = bool(self.settings.gradient_checkpointing)
+        self._cudnn_benchmark = speed_up(
+            self.unet, self.vae, self.device, checkpointing=self._checkpointing
+        )
         if self._checkpointing:
-            self.unet.enable_gradient_checkpointing()
             if self.settings.train_text_encoder and hasattr(
                 self.text_encoder, "gradient_checkpointing_enable"
             ):
                 self.text_encoder.gradient_checkpointing_enable()
             self.unet.train()  # diffusers checkpoints only in training mode
 
-    def _autocast_dtype(self) -> torch.dtype | None:
-        import torch
-
-        dtype = self.unet.dtype
-        if self.device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
-            return dtype
-        return None
-
     def _autocast(self) -> Any:
-        import torch
-
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        return autocast(self.device, self.autocast_dtype)
 
     def prepare(self) -> Generator[tuple[int, int], None, None]:
         """Load each image at its bucket's size and encode it with the VAE, once; yields
@@ -469,12 +445,7 @@ class LoraTrainer:
             self.scaler.unscale_(self.optimizer)
         if self.settings.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, self.settings.max_grad_norm)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer_step(self.optimizer, self.scaler)
         if not self.network.all_finite():
             with torch.no_grad():
                 for param, old in zip(params, before, strict=True):
@@ -497,34 +468,7 @@ class LoraTrainer:
 
     def nonfinite_cause(self, rate: float) -> str:
         """Why a step is likely to have gone NaN: broken weights, half precision or the rate."""
-        import torch
-
-        broken = [
-            label
-            for label, model in (
-                ("UNet", self.unet),
-                ("text encoder", self.text_encoder),
-                ("VAE", self.vae),
-            )
-            if any(
-                not bool(torch.isfinite(p).all()) for p in model.parameters() if not p.requires_grad
-            )
-        ]
-        if broken:
-            return (
-                f"The model has NaN weights (in its {' and '.join(broken)}): the checkpoint is "
-                "broken; train on another one."
-            )
-        lower = f"{rate / 10:.2g}"
-        if self.autocast_dtype == torch.float16:
-            return (
-                "Likely causes: half precision (fp16) overflowed — train with precision bf16 or "
-                f"fp32 — or the learning rate ({rate:g}) is too high; try {lower}."
-            )
-        return (
-            f"Likely cause: the learning rate ({rate:g}) is too high; try {lower}. Other causes: "
-            "half precision (fp16), or a model with NaN weights."
-        )
+        return nonfinite_cause(self.unet, self.text_encoder, self.vae, self.autocast_dtype, rate)
 
     def evaluate(self, *, seed: int = 0, rounds: int = 4) -> float:
         """The mean loss over every image with fixed timesteps and noise and the captions as
@@ -579,25 +523,18 @@ class LoraTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.generator.set_state(state["torch_generator"])
-        version, internal, gauss = state["python_rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
+        restore_random_streams(state, self.generator, self.rng)
         self.order.load(state["order"])
         self.step = int(state["step"])
         self.loss_history = [(int(s), float(v), float(r)) for s, v, r in state["loss_history"]]
 
     def close(self) -> None:
         """Take the LoRA layers off and give the networks back as they were."""
-        import torch
-
-        torch.backends.cudnn.benchmark = self._cudnn_benchmark
-        if self._checkpointing:
-            self.unet.disable_gradient_checkpointing()
-            if hasattr(self.text_encoder, "gradient_checkpointing_disable"):
-                self.text_encoder.gradient_checkpointing_disable()
-            self._checkpointing = False
+        slow_down(
+            self.unet, self.text_encoder, self._cudnn_benchmark, checkpointing=self._checkpointing
+        )
+        self._checkpointing = False
         self.unet.eval()
         self.network.remove()
-        for param, flag in self._grad_flags:
-            param.requires_grad_(flag)
+        thaw(self._grad_flags)
         self._grad_flags = []

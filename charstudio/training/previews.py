@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from charstudio.training.settings import TrainTISettings
 
-__all__ = ["Preview", "PreviewFailed", "render_preview"]
+__all__ = ["Preview", "PreviewFailed", "render_preview", "sample_finite"]
 
 
 class PreviewFailed(JobError):
@@ -60,6 +60,38 @@ def _decode_finite(vae: Any, latents: Any) -> Image.Image:
         vae.to(dtype=original)
 
 
+def sample_finite(
+    components: Any, encoder: Any, *, device: Any, sampler_label: str, **sampling: Any
+) -> Image.Image:
+    """One image sampled on the model as it is now through the engine's sampling path
+    (``sampling``: :func:`iter_sample_latents`' prompt, seeds, steps, size and sampler
+    arguments); NaN latents or pixels raise :class:`PreviewFailed` naming ``sampler_label``."""
+    import torch
+
+    from charstudio.engine.nonfinite import bad_rows, latents_message
+    from charstudio.engine.sampling import iter_sample_latents
+
+    with torch.no_grad():
+        loop = iter_sample_latents(
+            unet=components.unet,
+            vae=components.vae,
+            encoder=encoder,
+            scheduler_config=components.scheduler_config,
+            device=str(device),
+            **sampling,
+        )
+        while True:
+            try:
+                step, total, current = next(loop)
+            except StopIteration as done:
+                latents = done.value
+                break
+            if bad_rows(current):
+                loop.close()
+                raise PreviewFailed(latents_message(step, total, sampler_label))
+        return _decode_finite(components.vae, latents)
+
+
 def preview_settings(
     settings: TrainTISettings, prompt: str, *, model_name: str | None
 ) -> GenerationSettings:
@@ -90,11 +122,7 @@ def render_preview(
     ti_hash: str | None = None,
 ) -> Preview:
     """One preview image of the embedding after ``step`` steps, with its A1111 infotext."""
-    import torch
-
     from charstudio.engine.conditioning import PromptEncoder
-    from charstudio.engine.nonfinite import bad_rows, latents_message
-    from charstudio.engine.sampling import iter_sample_latents
     from charstudio.metadata.infotext import format_infotext
 
     step_name = f"{name}-{step}"
@@ -109,33 +137,21 @@ def render_preview(
         device=device,
         dtype=components.unet.dtype,
     )
-    with torch.no_grad():
-        loop = iter_sample_latents(
-            unet=components.unet,
-            vae=components.vae,
-            encoder=encoder,
-            prompt=prompt,
-            negative_prompt=settings.preview_negative_prompt,
-            seeds=[seed],
-            steps=settings.preview_steps,
-            cfg_scale=settings.preview_cfg_scale,
-            width=settings.width,
-            height=settings.height,
-            sampler=settings.preview_sampler,
-            schedule_type=settings.preview_schedule_type,
-            scheduler_config=components.scheduler_config,
-            device=str(device),
-        )
-        while True:
-            try:
-                step, total, current = next(loop)
-            except StopIteration as done:
-                latents = done.value
-                break
-            if bad_rows(current):
-                loop.close()
-                raise PreviewFailed(latents_message(step, total, generation.sampler))
-        image = _decode_finite(components.vae, latents)
+    image = sample_finite(
+        components,
+        encoder,
+        device=device,
+        sampler_label=generation.sampler,
+        prompt=prompt,
+        negative_prompt=settings.preview_negative_prompt,
+        seeds=[seed],
+        steps=settings.preview_steps,
+        cfg_scale=settings.preview_cfg_scale,
+        width=settings.width,
+        height=settings.height,
+        sampler=settings.preview_sampler,
+        schedule_type=settings.preview_schedule_type,
+    )
     extras: dict[str, object] = {}
     if ti_hash:
         extras["TI hashes"] = f"{step_name}: {ti_hash}"

@@ -15,12 +15,21 @@ A step is one optimizer step: ``batch_size × gradient_accumulation`` images.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from charstudio.training.lr_schedule import RateSchedule, ScheduleError, parse_rate_schedule
+from charstudio.training.settings_checks import (
+    TrainSettingsError,
+    choice_problems,
+    is_int,
+    is_number,
+    json_fields,
+    minimum_problems,
+    raise_problems,
+    sampler_problems,
+)
 from charstudio.training.templates import (
     DEFAULT_TEMPLATE,
     FILEWORDS,
@@ -49,22 +58,6 @@ TRAIN_PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_SEED = 12345678
 MAX_VECTORS = 75  # one prompt chunk
-
-
-class TrainSettingsError(ValueError):
-    """Settings that cannot train; ``problems`` lists every reason, each meant for the artist."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -118,15 +111,9 @@ class TrainTISettings:
     def from_json(cls, data: Mapping[str, Any] | None) -> TrainTISettings:
         """Settings from JSON; missing keys take the defaults, unknown keys are an error (a typo
         must not silently train with a default). Values are checked by :meth:`validate`."""
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TrainSettingsError([f"unknown training setting(s): {', '.join(unknown)}"])
-        for key in ("tag_dropout", "preview_cfg_scale"):
-            if _is_int(data.get(key)):
-                data[key] = float(data[key])
-        return cls(**data)
+        return cls(
+            **json_fields(cls, data, what="training", floats=("tag_dropout", "preview_cfg_scale"))
+        )
 
     # -- derived values -----------------------------------------------------------------
 
@@ -200,16 +187,15 @@ class TrainTISettings:
                 "be trained; e.g. 'a closeup photo of [name], neutral gray background'"
             )
         for size_name, value in (("width", self.width), ("height", self.height)):
-            if _is_int(value) and value % 8:
+            if is_int(value) and value % 8:
                 out.append(f"training {size_name} must be a multiple of 8, not {value}")
         out += self._choice_problems()
-        if not _is_number(self.tag_dropout) or not 0 <= self.tag_dropout <= 1:
+        if not is_number(self.tag_dropout) or not 0 <= self.tag_dropout <= 1:
             out.append(f"tag dropout must be between 0 and 1, not {self.tag_dropout!r}")
         out += self._preview_problems()
         return out
 
     def _int_problems(self) -> list[str]:
-        out = []
         minimums = {
             "vectors per token": (self.vectors, 1),
             "gradient accumulation": (self.gradient_accumulation, 1),
@@ -225,44 +211,33 @@ class TrainTISettings:
         }
         if self.batch_size is not None:
             minimums["batch size"] = (self.batch_size, 1)
-        for label, (value, minimum) in minimums.items():
-            if not _is_int(value):
-                out.append(f"{label} must be a whole number, not {value!r}")
-            elif value < minimum:
-                out.append(f"{label} must be at least {minimum}, not {value}")
-        if _is_int(self.vectors) and self.vectors > MAX_VECTORS:
+        out = minimum_problems(minimums)
+        if is_int(self.vectors) and self.vectors > MAX_VECTORS:
             out.append(f"vectors per token must be at most {MAX_VECTORS}, not {self.vectors}")
         return out
 
     def _choice_problems(self) -> list[str]:
-        out = []
-        for label, value, choices in (
-            ("latent sampling", self.latent_sampling, LATENT_SAMPLING_METHODS),
-            ("gradient clipping", self.clip_grad_mode, CLIP_GRAD_MODES),
-            ("precision", self.precision, TRAIN_PRECISIONS),
-        ):
-            if value not in choices:
-                out.append(f"{label} must be one of {', '.join(choices)}, not {value!r}")
-        return out
+        return choice_problems(
+            (
+                ("latent sampling", self.latent_sampling, LATENT_SAMPLING_METHODS),
+                ("gradient clipping", self.clip_grad_mode, CLIP_GRAD_MODES),
+                ("precision", self.precision, TRAIN_PRECISIONS),
+            )
+        )
 
     def _preview_problems(self) -> list[str]:
-        from charstudio.engine.samplers import resolve_sampler
-
         out = []
-        if not _is_number(self.preview_cfg_scale):
+        if not is_number(self.preview_cfg_scale):
             out.append(f"preview CFG scale must be a number, not {self.preview_cfg_scale!r}")
         if self.preview_every:
-            try:
-                resolve_sampler(self.preview_sampler, self.preview_schedule_type)
-            except (ValueError, TypeError, AttributeError) as error:
-                out.append(f"preview sampler: {error}")
+            out += sampler_problems(
+                "preview sampler", self.preview_sampler, self.preview_schedule_type
+            )
         return out
 
     def validate(self) -> None:
         """Raise :class:`TrainSettingsError` listing every problem."""
-        problems = self.problems()
-        if problems:
-            raise TrainSettingsError(problems)
+        raise_problems(self.problems())
 
     def warnings(self) -> list[str]:
         """What may be a mistake but still trains."""
@@ -281,7 +256,7 @@ class TrainTISettings:
             from charstudio.prompts import get_clip_tokenizer
 
             n_tokens = len(get_clip_tokenizer().encode(self.init_text))
-            if _is_int(self.vectors) and n_tokens > self.vectors:
+            if is_int(self.vectors) and n_tokens > self.vectors:
                 out.append(
                     f"init text {self.init_text!r} has {n_tokens} tokens; only the first "
                     f"{self.vectors} are used (one per vector)"

@@ -31,33 +31,35 @@ Cancel leaves every file whole and the catalog matching the files; the run is ``
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charstudio import __version__
-from charstudio.jobs.protocol import CancelToken, Job, JobCanceled, JobError, ProgressClock
-from charstudio.portable_paths import WINDOWS_MAX_PATH, path_length_problem
+from charstudio.jobs.protocol import CancelToken, Job, ProgressClock
 from charstudio.training import records
-from charstudio.training.dataset import ImageSelectionError, TrainingImage, gather_images
-from charstudio.training.pause import clear_pause, pause_requested
+from charstudio.training.dataset import TrainingImage, gather_images
 from charstudio.training.run_files import (
     LOSS_CSV,
     PREVIEW_FOLDER,
-    SETTINGS_JSON,
     SavedCheckpoint,
-    append_loss_row,
     checkpoint_stem,
-    latest_state,
-    newest_state_step,
     read_loss_rows,
     save_checkpoint,
     save_state,
-    write_json,
-    write_loss_rows,
 )
-from charstudio.training.settings import TrainSettingsError, TrainTISettings
+from charstudio.training.run_job import (
+    RUN_FOLDER_NAME_LENGTH,
+    TrainingError,
+    open_run,
+    run_folder_name,
+    run_training,
+    step_detail,
+    train_steps,
+    windows_path_problem,
+)
+from charstudio.training.run_plan import plan_problems, resumed_images, run_to_continue
+from charstudio.training.settings import TrainTISettings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PARAM_KEYS",
+    "RUN_FOLDER_NAME_LENGTH",
     "TrainPlan",
     "TrainResult",
     "TrainingError",
@@ -77,13 +80,7 @@ __all__ = [
 ]
 
 PARAM_KEYS = ("settings", "model", "vae", "images", "resume_run_id", "max_steps", "device")
-RUNS_FOLDER = "runs"
-RUN_FOLDER_NAME_LENGTH = 24  # characters of the embedding name in a run folder's name
 _STEP_SUFFIX = re.compile(r"-(\d+)$")
-
-
-class TrainingError(JobError):
-    """A run that cannot start or went wrong, with a message meant for the artist."""
 
 
 @dataclass
@@ -201,13 +198,7 @@ def _resume_plan(project: Project, params: dict[str, Any], run: records.RunRecor
     if params.get("max_steps") is not None:
         settings = settings.replace(max_steps=params["max_steps"])
     settings.validate()
-    images = [TrainingImage.from_json(project, item) for item in stored.get("images", [])]
-    missing = [str(image.path) for image in images if not image.path.is_file()]
-    if missing:
-        raise ImageSelectionError(
-            f"run {run.id} cannot resume: {len(missing)} of its images are missing, e.g. "
-            f"{missing[0]}"
-        )
+    images = resumed_images(project, run)
     too_long = run_path_problem(project.root, run.folder, settings.name, settings.end_step())
     if too_long:
         raise TrainingError(f"run {run.id} cannot resume: {too_long}")
@@ -226,55 +217,20 @@ def _resume_plan(project: Project, params: dict[str, Any], run: records.RunRecor
 def plan_training(project: Project, params: dict[str, Any], job_id: int = 0) -> TrainPlan:
     """Resolve the params into a plan; raises :class:`TrainingError` (or a ValueError subclass
     with the artist-facing message) when the run cannot start."""
-    unknown = sorted(set(params) - set(PARAM_KEYS))
-    if unknown:
-        raise TrainingError(f"unknown training parameter(s): {', '.join(unknown)}")
-    run = None
-    if params.get("resume_run_id") is not None:
-        try:
-            run = records.get_run(project.catalog, int(params["resume_run_id"]))
-        except KeyError as error:
-            raise TrainingError(str(error.args[0])) from None
-    elif job_id:
-        run = records.run_for_job(project.catalog, job_id)  # this job, re-run after a crash
+    run = run_to_continue(project, params, job_id, param_keys=PARAM_KEYS, what="training")
     return _resume_plan(project, params, run) if run else _new_plan(project, params)
 
 
 def check_train_params(project: Project, params: dict[str, Any]) -> tuple[list[str], list[str]]:
     """``(problems, warnings)`` for params, before a job is queued; loads no model."""
-    from charstudio.engine.model_loading import ModelLoadError
-    from charstudio.engine.runner import resolve_model
-
-    try:
-        plan = plan_training(project, params)
-    except TrainSettingsError as error:
-        return error.problems, []
-    except (TrainingError, ValueError) as error:
-        return [str(error)], []
-    try:
-        resolve_model(project, plan.model)
-    except ModelLoadError as error:
-        return [str(error)], plan.warnings
-    return [], plan.warnings
+    return plan_problems(project, lambda: plan_training(project, params))
 
 
 # -- the run folder and its rows -------------------------------------------------------------
 
 
 def _run_folder(number: int, name: str) -> str:
-    """``runs/ti-<NNN>-<name>``, the name cut to :data:`RUN_FOLDER_NAME_LENGTH` characters
-    (the files inside carry the whole name) to keep paths short for Windows."""
-    return f"{RUNS_FOLDER}/ti-{number:03d}-{name[:RUN_FOLDER_NAME_LENGTH]}"
-
-
-def _new_run_folder(project: Project, name: str) -> str:
-    taken = {run.folder for run in records.list_runs(project.catalog, kind=None)}
-    number = 1
-    while True:
-        folder = _run_folder(number, name)
-        if folder not in taken and not (project.root / folder).exists():
-            return folder
-        number += 1
+    return run_folder_name("ti", number, name)
 
 
 def run_path_problem(project_root: Path, folder: str, name: str, end_step: int) -> str | None:
@@ -286,14 +242,7 @@ def run_path_problem(project_root: Path, folder: str, name: str, end_step: int) 
         (root / PREVIEW_FOLDER / f"{stem}.png", root / f"{stem}.safetensors"),
         key=lambda p: len(str(p)),
     )
-    if path_length_problem(deepest) is None:
-        return None
-    return (
-        f"the run's files would have paths up to {len(str(deepest))} characters long (e.g. "
-        f"{deepest}), but Windows allows only {WINDOWS_MAX_PATH} (long paths are not enabled "
-        "on this PC); use a shorter embedding name or move the project nearer the top of the "
-        "drive"
-    )
+    return windows_path_problem(deepest, "embedding name")
 
 
 def _run_params(project: Project, plan: TrainPlan, components: Any = None) -> dict[str, Any]:
@@ -496,31 +445,17 @@ class _RunWriter:
 
 def _open_run(project: Project, plan: TrainPlan, job_id: int) -> tuple[int, Path]:
     """Create the run's row and folder, or mark the run to resume running again."""
-    catalog = project.catalog
-    if plan.run is None:
-        folder_name = _new_run_folder(project, plan.settings.name)
-        run_id = records.create_run(
-            catalog,
-            name=plan.settings.name,
-            folder=folder_name,
-            params=_run_params(project, plan),
-            job_id=job_id or None,
-        )
-        records.add_run_images(catalog, run_id, (image.image_id for image in plan.images))
-    else:
-        run_id, folder_name = plan.run.id, plan.run.folder
-        stored = {**plan.run.params, "settings": plan.settings.to_json()}  # max_steps may grow
-        records.set_run_status(catalog, run_id, "running", job_id=job_id or None, params=stored)
-        write_json(project.root / folder_name / SETTINGS_JSON, stored)
-    folder = project.root / folder_name
-    folder.mkdir(parents=True, exist_ok=True)
-    return run_id, folder
-
-
-def _restore_loss_log(folder: Path, step: int) -> None:
-    """Keep the loss rows up to the resumed step (later ones are trained again)."""
-    rows = [row for row in read_loss_rows(folder / LOSS_CSV) if int(row["step"]) <= step]
-    write_loss_rows(folder / LOSS_CSV, rows)
+    return open_run(
+        project,
+        job_id,
+        kind="ti",
+        name=plan.settings.name,
+        run=plan.run,
+        new_params=lambda: _run_params(project, plan),
+        # max_steps may grow
+        resumed_params=lambda stored: {**stored, "settings": plan.settings.to_json()},
+        image_ids=(image.image_id for image in plan.images),
+    )
 
 
 def train_ti_job(
@@ -544,73 +479,40 @@ def train_ti_job(
     """
     cancel = cancel or CancelToken()
     plan = plan_training(project, params, job_id)
-    catalog = project.catalog
     run_id, folder = _open_run(project, plan, job_id)
     clock = ProgressClock(plan.end_step)
-    trainer: TextualInversionTrainer | None = None
-    components: Any = None
-    step = newest_state_step(folder) if plan.run is not None else 0
-    if plan.run is not None and step >= plan.end_step:  # finished already: nothing to load
-        clear_pause(folder)
-        records.set_run_status(catalog, run_id, "done")
-        return _result(project, run_id, folder, plan, "done", step)
-    try:
-        yield clock(step, f"Loading {plan.model}", run_id=run_id, step=step)
-        components = _load_model(project, plan, loader)
-        if plan.run is None:
-            run_params = _run_params(project, plan, components)
-            records.set_run_status(catalog, run_id, "running", params=run_params)
-            write_json(folder / SETTINGS_JSON, run_params)
-        trainer = yield from _start_trainer(plan, components, folder, clock, run_id, cancel, step)
-        step = trainer.step
+
+    def train(trainer: TextualInversionTrainer, components: Any) -> Job[str]:
         writer = _RunWriter(project, run_id, folder, plan, components, trainer)
-        writer.saved_step = step if step > 0 or plan.run is not None else None
-        status = yield from _train(trainer, writer, clock, cancel)
         step = trainer.step
-        clear_pause(folder)  # honoured now, or too late to matter
-        records.set_run_status(catalog, run_id, status)
-        return _result(project, run_id, folder, plan, status, step)
-    except JobCanceled:
-        records.set_run_status(catalog, run_id, "canceled")
-        step = trainer.step if trainer is not None else step
-        return _result(project, run_id, folder, plan, "canceled", step)
-    except GeneratorExit:
-        # The consumer stopped iterating (the queue after a cancel, or the app closing): record
-        # a cancel; otherwise leave the run "running" so the re-queued job resumes it.
-        if cancel.canceled:
-            records.set_run_status(catalog, run_id, "canceled")
-        raise
-    except Exception as error:
-        from charstudio.engine.runtime import is_out_of_memory
+        writer.saved_step = step if step > 0 or plan.run is not None else None
+        return (yield from _train(trainer, writer, clock, cancel))
 
-        message = _out_of_memory_message(plan) if is_out_of_memory(error) else f"{error}"
-        records.set_run_status(catalog, run_id, "failed", error=message)
-        if is_out_of_memory(error):
-            raise TrainingError(message) from None
-        raise
-    finally:
-        if trainer is not None:
-            trainer.close()
-        del trainer, components
-        from charstudio.engine.runtime import free_gpu_memory
-
-        free_gpu_memory()
+    return (
+        yield from run_training(
+            project,
+            run_id,
+            folder,
+            model=plan.model,
+            resumed=plan.run is not None,
+            end_step=plan.end_step,
+            clock=clock,
+            cancel=cancel,
+            load=lambda: _load_model(project, plan, loader),
+            run_params=lambda components: _run_params(project, plan, components),
+            make_trainer=lambda components: _make_trainer(plan, components),
+            train=train,
+            result=lambda status, step: _result(project, run_id, folder, plan, status, step),
+            out_of_memory_message=lambda: _out_of_memory_message(plan),
+        )
+    )
 
 
-def _start_trainer(
-    plan: TrainPlan,
-    components: Any,
-    folder: Path,
-    clock: ProgressClock,
-    run_id: int,
-    cancel: CancelToken,
-    shown_step: int,
-) -> Job[TextualInversionTrainer]:
-    """Build the trainer, encode the images and, for a resumed run, load its newest state."""
+def _make_trainer(plan: TrainPlan, components: Any) -> TextualInversionTrainer:
     from charstudio.training.ti_trainer import TextualInversionTrainer
 
     settings = plan.settings
-    trainer = TextualInversionTrainer(
+    return TextualInversionTrainer(
         components,
         settings,
         plan.images,
@@ -619,19 +521,6 @@ def _start_trainer(
         device=plan.device,
         scheduler_config=components.scheduler_config,
     )
-    try:
-        for done, total in trainer.prepare():
-            cancel.raise_if_canceled()
-            message = f"Encoding images {done}/{total}"
-            yield clock(shown_step, message, run_id=run_id, step=shown_step)
-        state = latest_state(folder) if plan.run is not None else None
-        if state is not None:
-            trainer.load_state_dict(state)
-    except BaseException:
-        trainer.close()
-        raise
-    _restore_loss_log(folder, trainer.step)
-    return trainer
 
 
 def _train(
@@ -641,38 +530,23 @@ def _train(
     cancel: CancelToken,
 ) -> Job[str]:
     """Train to the end (returns "done") or until a pause is requested (returns "paused")."""
-    from charstudio.training.ti_trainer import NonFiniteTraining
-
     settings = writer.plan.settings
     end_step = trainer.end_step
     run_id = writer.run_id
-    started = time.perf_counter()
-    steps_here = 0
-    yield clock(trainer.step, f"Step {trainer.step}/{end_step}", run_id=run_id, step=trainer.step)
-    while trainer.step < end_step:
-        cancel.raise_if_canceled()
-        if pause_requested(writer.folder):
-            if writer.saved_step != trainer.step:
-                writer.save(trainer.loss_history[-1][1] if trainer.loss_history else None)
-            return "paused"
-        try:
-            stats = trainer.train_step(cancel)
-        except NonFiniteTraining as error:
-            kept = (
-                f"The last finite checkpoint, step {writer.saved_step}, is kept."
-                if writer.saved_step
-                else "No checkpoint had been saved yet."
-            )
-            raise TrainingError(f"{error} {kept}") from None
-        steps_here += 1
-        append_loss_row(
-            writer.folder / LOSS_CSV,
-            stats.step,
-            stats.loss,
-            stats.learning_rate,
-            stats.images_per_s,
+
+    def pause() -> None:
+        if writer.saved_step != trainer.step:
+            writer.save(trainer.loss_history[-1][1] if trainer.loss_history else None)
+
+    def kept() -> str:
+        return (
+            f"The last finite checkpoint, step {writer.saved_step}, is kept."
+            if writer.saved_step
+            else "No checkpoint had been saved yet."
         )
-        detail = _step_detail(stats, steps_here / (time.perf_counter() - started), run_id)
+
+    def on_step(stats: StepStats, it_per_s: float) -> Job[None]:
+        detail = step_detail(stats, it_per_s, run_id)
         saved = None
         last = stats.step == end_step
         if last or (settings.save_every and stats.step % settings.save_every == 0):
@@ -690,15 +564,18 @@ def _train(
                 detail["preview"], path = made
                 detail["preview_path"] = str(path)
         yield clock(stats.step, message, **detail)
-    return "done"
 
-
-def _step_detail(stats: StepStats, it_per_s: float, run_id: int) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "step": stats.step,
-        "loss": stats.loss,
-        "learning_rate": stats.learning_rate,
-        "it_per_s": it_per_s,
-        "images_per_s": stats.images_per_s,
-    }
+    opening = clock(
+        trainer.step, f"Step {trainer.step}/{end_step}", run_id=run_id, step=trainer.step
+    )
+    return (
+        yield from train_steps(
+            trainer,
+            writer.folder,
+            cancel,
+            opening=opening,
+            on_pause=pause,
+            kept=kept,
+            on_step=on_step,
+        )
+    )

@@ -26,7 +26,6 @@ repeatable on a device and :meth:`state_dict` / :meth:`load_state_dict` continue
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
@@ -37,6 +36,18 @@ from typing import TYPE_CHECKING, Any
 from charstudio.jobs.protocol import CancelToken, JobError
 from charstudio.training.dataset import TrainingImage, alpha_weight, load_training_pixels
 from charstudio.training.embedding_init import initial_vectors
+from charstudio.training.frozen_model import (
+    autocast,
+    autocast_dtype,
+    freeze,
+    noise_scheduler,
+    nonfinite_cause,
+    optimizer_step,
+    restore_random_streams,
+    slow_down,
+    speed_up,
+    thaw,
+)
 from charstudio.training.latents import LatentCache, encode_latents, pixels_to_tensor
 from charstudio.training.prompt_conditioning import TrainingPromptEncoder
 from charstudio.training.settings import TrainTISettings
@@ -48,12 +59,6 @@ if TYPE_CHECKING:
 __all__ = ["STATE_FORMAT", "NonFiniteTraining", "StepStats", "TextualInversionTrainer"]
 
 STATE_FORMAT = 1
-SD15_NOISE_SCHEDULE = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-}
 
 
 class NonFiniteTraining(JobError):
@@ -144,7 +149,6 @@ class TextualInversionTrainer:
         scheduler_config: dict[str, Any] | None = None,
     ) -> None:
         import torch
-        from diffusers import DDPMScheduler
 
         if not settings.name or settings.seed < 0:
             raise ValueError("resolve the settings' name and seed before training")
@@ -158,29 +162,18 @@ class TextualInversionTrainer:
         self.vae = components.vae
         self.text_encoder = components.text_encoder
 
-        self._grad_flags = [
-            (p, p.requires_grad)
-            for model in (self.unet, self.vae, self.text_encoder)
-            for p in model.parameters()
-        ]
-        for model in (self.unet, self.vae, self.text_encoder):
-            model.requires_grad_(False)
-        self._prepare_networks()
+        self._grad_flags = freeze(self.unet, self.vae, self.text_encoder)
+        self._checkpointing = bool(settings.gradient_checkpointing)
+        self._cudnn_benchmark = speed_up(
+            self.unet, self.vae, self.device, checkpointing=self._checkpointing
+        )
 
         self.schedule = settings.schedule()
         self.clip_schedule = settings.clip_schedule()
         self.end_step = self.schedule.end_step(settings.max_steps)
         self.lines = settings.lines
 
-        config = {**SD15_NOISE_SCHEDULE, **(scheduler_config or {})}
-        # SD 1.x predicts the noise (epsilon); the betas come from the model's scheduler config.
-        self.noise_scheduler = DDPMScheduler(
-            num_train_timesteps=int(config["num_train_timesteps"]),
-            beta_start=float(config["beta_start"]),
-            beta_end=float(config["beta_end"]),
-            beta_schedule=str(config["beta_schedule"]),
-            prediction_type="epsilon",
-        )
+        self.noise_scheduler = noise_scheduler(scheduler_config)
 
         self.vectors = initial_vectors(self.text_encoder, settings.init_text, settings.vectors).to(
             self.device
@@ -190,7 +183,7 @@ class TextualInversionTrainer:
         self.optimizer = torch.optim.AdamW(
             [self.vectors], lr=self.schedule.rate_at(0), weight_decay=0.0
         )
-        self.autocast_dtype = self._autocast_dtype()
+        self.autocast_dtype = autocast_dtype(self.unet, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
         self.encoder = TrainingPromptEncoder(
             self.text_encoder, name=self.name, vectors=self.vectors, clip_skip=settings.clip_skip
@@ -206,38 +199,8 @@ class TextualInversionTrainer:
 
     # -- setup ---------------------------------------------------------------------------
 
-    def _prepare_networks(self) -> None:
-        import torch
-
-        if hasattr(self.unet, "set_attn_processor"):
-            from diffusers.models.attention_processor import AttnProcessor2_0
-
-            for model in (self.unet, self.vae):
-                model.set_attn_processor(AttnProcessor2_0())
-        self._cudnn_benchmark = torch.backends.cudnn.benchmark
-        if self.device.type == "cuda":
-            # Tensor-core convolutions prefer NHWC; every step has the same shapes, so cuDNN's
-            # autotuner pays for itself after the first step.
-            self.unet.to(memory_format=torch.channels_last)
-            torch.backends.cudnn.benchmark = True
-        self._checkpointing = bool(self.settings.gradient_checkpointing)
-        if self._checkpointing:
-            self.unet.enable_gradient_checkpointing()
-
-    def _autocast_dtype(self) -> torch.dtype | None:
-        import torch
-
-        dtype = self.unet.dtype
-        if self.device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
-            return dtype
-        return None
-
     def _autocast(self) -> Any:
-        import torch
-
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        return autocast(self.device, self.autocast_dtype)
 
     def prepare(self) -> Generator[tuple[int, int], None, None]:
         """Load the images at the training size and encode them with the VAE, once; yields
@@ -355,12 +318,7 @@ class TextualInversionTrainer:
                 torch.nn.utils.clip_grad_value_([self.vectors], limit)
             else:
                 torch.nn.utils.clip_grad_norm_([self.vectors], limit)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer_step(self.optimizer, self.scaler)
         if not bool(torch.isfinite(self.vectors).all()):
             with torch.no_grad():
                 self.vectors.copy_(before)
@@ -376,32 +334,7 @@ class TextualInversionTrainer:
 
     def nonfinite_cause(self, rate: float) -> str:
         """Why a step is likely to have gone NaN: broken weights, half precision or the rate."""
-        import torch
-
-        broken = [
-            label
-            for label, model in (
-                ("UNet", self.unet),
-                ("text encoder", self.text_encoder),
-                ("VAE", self.vae),
-            )
-            if any(not bool(torch.isfinite(p).all()) for p in model.parameters())
-        ]
-        if broken:
-            return (
-                f"The model has NaN weights (in its {' and '.join(broken)}): the checkpoint is "
-                "broken; train on another one."
-            )
-        lower = f"{rate / 10:.2g}"
-        if self.autocast_dtype == torch.float16:
-            return (
-                "Likely causes: half precision (fp16) overflowed — train with precision bf16 or "
-                f"fp32 — or the learning rate ({rate:g}) is too high; try {lower}."
-            )
-        return (
-            f"Likely cause: the learning rate ({rate:g}) is too high; try {lower}. Other causes: "
-            "half precision (fp16), or a model with NaN weights."
-        )
+        return nonfinite_cause(self.unet, self.text_encoder, self.vae, self.autocast_dtype, rate)
 
     def evaluate(self, *, seed: int = 0, rounds: int = 4) -> float:
         """The mean loss over every image with fixed timesteps and noise (from ``seed``): a
@@ -469,9 +402,7 @@ class TextualInversionTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.generator.set_state(state["torch_generator"])
-        version, internal, gauss = state["python_rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
+        restore_random_streams(state, self.generator, self.rng)
         self.order.load(state["order"])
         self.step = int(state["step"])
         self.loss_history = [(int(s), float(v), float(r)) for s, v, r in state["loss_history"]]
@@ -479,12 +410,7 @@ class TextualInversionTrainer:
     def close(self) -> None:
         """Give the networks back as they were (gradient flags, checkpointing, cuDNN's
         autotuner; the UNet keeps its memory layout)."""
-        import torch
-
-        torch.backends.cudnn.benchmark = self._cudnn_benchmark
-        if self._checkpointing:
-            self.unet.disable_gradient_checkpointing()
-            self._checkpointing = False
-        for param, flag in self._grad_flags:
-            param.requires_grad_(flag)
+        slow_down(self.unet, None, self._cudnn_benchmark, checkpointing=self._checkpointing)
+        self._checkpointing = False
+        thaw(self._grad_flags)
         self._grad_flags = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from charstudio.catalog import Project
 from charstudio.jobs import CancelToken, ProgressClock, run_job
-from charstudio.jobs.queue import BUILTIN_KINDS, JobQueue
+from charstudio.jobs.queue import BUILTIN_KINDS, JobQueue, job_result
 
 
 def counting_job(project: Project, params: dict[str, Any], cancel: CancelToken, job_id: int):
@@ -43,6 +44,17 @@ def test_jobs_run_in_submission_order_and_record_results(project: Project) -> No
     assert [j.id for j in queue.pending()] == [second]
     run_job(queue.run_next())
     assert run_job(queue.run_next()) is None
+
+
+def test_a_finished_job_carries_its_result_and_the_catalog_keeps_it(project: Project) -> None:
+    queue = JobQueue(project, KINDS)
+    job_id = queue.submit("count", {"n": 2})
+    done = run_job(queue.run_next())
+    assert done.result == {"counted": 2} and job_result(project, done) == {"counted": 2}
+    # A job another session ran is read back from the catalog; a missing one is {}.
+    (stored,) = [j for j in queue.jobs(("done",)) if j.id == job_id]
+    assert stored.result is None and job_result(project, stored) == {"counted": 2}
+    assert job_result(project, dataclasses.replace(stored, id=999)) == {}
 
 
 def test_a_failing_job_is_recorded_and_the_queue_goes_on(project: Project) -> None:

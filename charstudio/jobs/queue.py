@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from charstudio import finite_json
 from charstudio.catalog.catalog import Catalog
 from charstudio.catalog.project import Project
 from charstudio.jobs.protocol import CancelToken, Job, JobCanceled, job_error_message
@@ -128,6 +129,22 @@ class QueuedJob:
     error: str | None = None
     progress: float | None = None  # 0..1, as far as it got
     started_at: str | None = None
+    result: dict[str, Any] | None = None  # what a finished job returned (its JSON form)
+
+
+def job_result(project: Project, job: QueuedJob) -> dict[str, Any]:
+    """What a finished job returned: the one it carries, else the catalog's copy (a job the
+    command line or an earlier session ran); {} when there is none or it is unreadable."""
+    if job.result is not None:
+        return job.result
+    from sqlite_utils.db import NotFoundError
+
+    try:
+        stored = project.catalog.job(job.id).get("result")
+        result = json.loads(stored) if stored else {}
+    except (NotFoundError, ValueError, TypeError):  # no such row, or no JSON in it
+        return {}
+    return result if isinstance(result, dict) else {}
 
 
 class JobQueue:
@@ -293,4 +310,6 @@ class JobQueue:
         # A job may stop early on its own when canceled and still return what it finished.
         status = "canceled" if cancel.canceled else "done"
         self._catalog.update_job(job.id, status=status, progress=1.0, result=result)
-        return QueuedJob(job.id, job.kind, job.params, status, job.created_at)
+        # As the catalog keeps it: strict JSON (a NaN loss is null), so both copies agree.
+        carried = json.loads(finite_json.dumps(result)) if isinstance(result, dict) else None
+        return QueuedJob(job.id, job.kind, job.params, status, job.created_at, result=carried)

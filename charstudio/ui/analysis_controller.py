@@ -11,9 +11,6 @@ button, never a dialog: the artist keeps culling meanwhile.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -27,7 +24,7 @@ from PySide6.QtWidgets import (
 from charstudio.analysis.view import progress_text
 from charstudio.catalog import Project
 from charstudio.jobs import Progress
-from charstudio.jobs.queue import JobQueue, QueuedJob
+from charstudio.jobs.queue import JobQueue, QueuedJob, job_result
 from charstudio.ui.face_weights_dialog import DownloadFn, FaceWeightsDialog
 from charstudio.ui.queue_worker import QueueWorker
 
@@ -214,10 +211,7 @@ class AnalysisController(QObject):
         if job.kind != KIND:
             return False
         self.current_job = None
-        result: dict[str, Any] = {}
-        if self.project is not None:
-            stored = self.project.catalog.job(job.id).get("result")
-            result = json.loads(stored) if stored else {}
+        result = job_result(self.project, job) if self.project is not None else {}
         if job.status == "failed":
             self.status.show_done("Face analysis failed")
             self.message.emit(f"Face analysis failed: {job.error}")

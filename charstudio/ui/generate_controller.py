@@ -9,14 +9,12 @@ keeps culling while they run.
 
 from __future__ import annotations
 
-import json
-
 from PySide6.QtCore import QObject, Signal
 
 from charstudio.catalog import Project
 from charstudio.engine.requests import GenerateRequest
 from charstudio.jobs import Progress, readable_job_error
-from charstudio.jobs.queue import JobQueue, QueuedJob
+from charstudio.jobs.queue import JobQueue, QueuedJob, job_result
 from charstudio.ui.generate_panel import GeneratePanel
 from charstudio.ui.queue_worker import QueueWorker
 
@@ -110,10 +108,8 @@ class GenerateController(QObject):
         if job.kind != KIND:
             return False
         self.current_job = None
-        count = 0
-        if self.project is not None:
-            stored = self.project.catalog.job(job.id).get("result")
-            count = len(json.loads(stored).get("image_ids", [])) if stored else 0
+        result = job_result(self.project, job) if self.project is not None else {}
+        count = len(result.get("image_ids") or [])
         error = readable_job_error(job.error)
         self.panel.job_finished(job.status, error)
         words = {"done": "finished", "canceled": "canceled", "failed": "failed"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +32,7 @@ from charstudio.catalog import CatalogError, ImageRecord, Project
 from charstudio.catalog.decisions import Step
 from charstudio.catalog.queries import LOOKALIKE_SORT, ImageFilter
 from charstudio.jobs import Progress
-from charstudio.jobs.queue import JobQueue, QueuedJob
+from charstudio.jobs.queue import JobQueue, QueuedJob, job_result
 from charstudio.presenters import job_recovery
 from charstudio.presenters.job_recovery import QuitChoice, RecoveryChoice
 from charstudio.presenters.progress_text import job_dialog_text
@@ -1084,8 +1083,7 @@ class MainWindow(QMainWindow):
         if job.status == "failed":
             QMessageBox.critical(self, JOB_TITLES.get(job.kind, job.kind), job.error or "")
         if self.project is not None and job.kind in ("import", "export"):
-            stored = self.project.catalog.job(job.id).get("result")
-            result = json.loads(stored) if stored else {}
+            result = job_result(self.project, job)
             if job.kind == "import":
                 self._import_done(result)
                 self.analysis.schedule_check()

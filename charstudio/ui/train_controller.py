@@ -10,17 +10,15 @@ newest checkpoint. It never loads a model: that happens on the worker thread.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
-from sqlite_utils.db import NotFoundError
 
 from charstudio.catalog import Project
 from charstudio.jobs import Progress, readable_job_error
-from charstudio.jobs.queue import JobQueue, QueuedJob
+from charstudio.jobs.queue import JobQueue, QueuedJob, job_result
 from charstudio.presenters.run_view import SavedFile, run_snapshot
 from charstudio.presenters.train import run_rows
 from charstudio.training import records
@@ -299,11 +297,4 @@ class TrainController(QObject):
         return True
 
     def _result(self, job: QueuedJob) -> dict[str, Any]:
-        if self.project is None:
-            return {}
-        try:
-            stored = self.project.catalog.job(job.id).get("result")
-            result = json.loads(stored) if stored else {}
-        except (NotFoundError, KeyError, ValueError, TypeError):  # no row, or no JSON in it
-            return {}
-        return result if isinstance(result, dict) else {}
+        return job_result(self.project, job) if self.project is not None else {}
